@@ -1,0 +1,27 @@
+use clap::Parser;
+use ecr_sync_planner::cli::{Cli, Command};
+use ecr_sync_planner::{exit, init_logging};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate { config } => {
+            init_logging(cli.log_format, true);
+            ecr_sync_planner::run_validate(&config).await
+        }
+        Command::Sync(args) => {
+            let progress = ecr_sync_planner::wants_progress(&args);
+            init_logging(cli.log_format, progress);
+            match ecr_sync_planner::run_sync(args, progress).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::USAGE
+                }
+            }
+        }
+    };
+    ExitCode::from(code)
+}

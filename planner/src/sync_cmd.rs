@@ -1,0 +1,144 @@
+//! The `sync` and `validate` commands.
+
+use crate::cli::SyncArgs;
+use crate::exit;
+use crate::progress::ProgressLine;
+use anyhow::Context;
+use ecr_sync::config;
+use ecr_sync::ledger::Ledger;
+use ecr_sync::retry::RetryPolicy;
+use ecr_sync::sync::{self, Outcome, Progress, SyncOptions, SyncReport};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+/// `validate`: load the config, print every problem. Exit 0 or 2.
+pub async fn run_validate(location: &str) -> u8 {
+    match config::load(location).await {
+        Ok(c) => {
+            println!(
+                "{location}: valid ({} repositories, mode {:?})",
+                c.repos.len(),
+                c.mode
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::USAGE
+        }
+    }
+}
+
+/// `sync`: load, run, print the summary, write the report. Returns the exit code.
+pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8> {
+    let cfg = match config::load(&args.config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let ledger = if args.dry_run {
+        None
+    } else {
+        let path = args.ledger.clone().unwrap_or_else(Ledger::default_path);
+        Some(
+            Ledger::open(&path)
+                .with_context(|| format!("opening the ledger at {}", path.display()))?,
+        )
+    };
+    let opts = SyncOptions {
+        dry_run: args.dry_run,
+        jobs: args.concurrency.map(usize::from),
+        config_source: args.config.clone(),
+        // Millisecond backoff for the test suite; undocumented for users on purpose.
+        retry: if std::env::var_os("ECR_SYNC_FAST_RETRY").is_some() {
+            RetryPolicy::fast()
+        } else {
+            RetryPolicy::default()
+        },
+    };
+    let progress = Arc::new(Progress::default());
+    let line = show_progress.then(|| ProgressLine::start(progress.clone()));
+    let result = sync::run(&cfg, &opts, ledger.as_ref(), &progress).await;
+    if let Some(l) = line {
+        l.finish().await;
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    if args.dry_run {
+        print_plan(&report);
+    } else {
+        print_failures(&report);
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    println!("{}", report.summary());
+    Ok(if report.has_failures() {
+        exit::JOBS_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+fn print_plan(report: &SyncReport) {
+    for r in &report.repositories {
+        println!(
+            "repository {} -> {}: {}{}",
+            r.source,
+            r.destination,
+            r.event,
+            reason(&r.reason)
+        );
+    }
+    for j in &report.jobs {
+        let what = match j.outcome {
+            Outcome::WouldCopy => "copy",
+            Outcome::Skipped => "skip",
+            Outcome::Failed => "FAIL",
+            Outcome::Copied => "copied",
+        };
+        println!(
+            "{what:6} {} -> {}{}",
+            j.source,
+            j.destination,
+            reason(&j.reason)
+        );
+    }
+}
+
+fn print_failures(report: &SyncReport) {
+    for r in report
+        .repositories
+        .iter()
+        .filter(|r| r.event == "failed" || r.event == "skipped")
+    {
+        eprintln!("repository {} {}{}", r.source, r.event, reason(&r.reason));
+    }
+    for j in report.jobs.iter().filter(|j| j.outcome == Outcome::Failed) {
+        eprintln!(
+            "failed {} -> {} [{}]{}",
+            j.source,
+            j.destination,
+            j.error_class.as_deref().unwrap_or("error"),
+            reason(&j.reason)
+        );
+    }
+}
+
+fn reason(r: &Option<String>) -> String {
+    r.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+}
+
+/// Whether to draw the progress line: stderr is a terminal and not disabled.
+pub fn wants_progress(args: &SyncArgs) -> bool {
+    !args.no_progress && std::io::stderr().is_terminal()
+}

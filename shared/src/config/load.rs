@@ -1,0 +1,125 @@
+//! Reading a config from a local file or from S3 (`s3://bucket/key`), then validating it.
+//!
+//! Relative `ca_file` paths in a file config are resolved against the file's directory; in an S3
+//! config against the process's working directory. S3 access uses the default AWS credential
+//! chain with path-style addressing, so `AWS_ENDPOINT_URL_S3` can point at moto or MinIO.
+
+use std::path::Path;
+
+use aws_sdk_s3::error::DisplayErrorContext;
+
+use super::{Config, ConfigError};
+
+/// Loads and validates the config at `location`: a local path or `s3://bucket/key`.
+///
+/// Every failure is a [`ConfigError`]: unreadable (missing file, S3 error, not UTF-8), not JSON,
+/// or invalid (every problem listed).
+pub async fn load(location: &str) -> Result<Config, ConfigError> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, key) = parse_s3(rest).ok_or_else(|| {
+            ConfigError::unreadable(location, "an S3 location must look like s3://bucket/key")
+        })?;
+        let bytes = read_s3(bucket, key)
+            .await
+            .map_err(|message| ConfigError::unreadable(location, message))?;
+        let text = utf8(location, bytes)?;
+        return Config::from_json(&text, location, None);
+    }
+    if location.is_empty() {
+        return Err(ConfigError::unreadable(
+            location,
+            "no config location given",
+        ));
+    }
+    if let Some((scheme, _)) = location.split_once("://") {
+        return Err(ConfigError::unreadable(
+            location,
+            format!("unsupported scheme {scheme:?}; use a local path or s3://bucket/key"),
+        ));
+    }
+    let bytes = tokio::fs::read(location)
+        .await
+        .map_err(|err| ConfigError::unreadable(location, err.to_string()))?;
+    let text = utf8(location, bytes)?;
+    let base_dir = Path::new(location).parent();
+    Config::from_json(&text, location, base_dir)
+}
+
+/// Splits `bucket/key`; both parts must be non-empty.
+fn parse_s3(rest: &str) -> Option<(&str, &str)> {
+    let (bucket, key) = rest.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
+}
+
+/// Fetches one S3 object whole (configs are small).
+async fn read_s3(bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| format!("S3 GetObject failed: {}", DisplayErrorContext(&err)))?;
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|err| format!("reading the S3 object body failed: {err}"))?;
+    Ok(body.into_bytes().to_vec())
+}
+
+fn utf8(location: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|err| {
+        ConfigError::unreadable(location, format!("the config is not UTF-8 text: {err}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigErrorKind;
+
+    #[test]
+    fn s3_locations() {
+        assert_eq!(parse_s3("b/k/x.json"), Some(("b", "k/x.json")));
+        assert_eq!(parse_s3("b/"), None);
+        assert_eq!(parse_s3("b"), None);
+        assert_eq!(parse_s3("/k"), None);
+    }
+
+    #[tokio::test]
+    async fn local_files_and_bad_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(
+            &file,
+            r#"{"registries": {"reg.io": {"ca_file": "ca.pem"}}}"#,
+        )
+        .unwrap();
+        let config = load(file.to_str().unwrap()).await.unwrap();
+        assert_eq!(
+            config.registry("reg.io").ca_file,
+            Some(dir.path().join("ca.pem"))
+        );
+
+        let missing = dir.path().join("missing.json");
+        let err = load(missing.to_str().unwrap()).await.unwrap_err();
+        assert_eq!(err.kind, ConfigErrorKind::Unreadable);
+        for bad in ["", "s3://bucket", "https://x/c.json"] {
+            assert_eq!(
+                load(bad).await.unwrap_err().kind,
+                ConfigErrorKind::Unreadable,
+                "{bad}"
+            );
+        }
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        let err = load(file.to_str().unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+}

@@ -1,0 +1,345 @@
+//! The ECR control plane (aws-sdk-ecr): authorization tokens, repository existence and creation,
+//! and bulk tag listing with digests. The SDK retries throttling itself; nothing here adds a loop.
+//!
+//! One client per region, created on first use. `AWS_ENDPOINT_URL_ECR` is honoured by the SDK,
+//! which is how tests point this at moto.
+
+use crate::config::{EcrHost, Encryption, RepoDefaults};
+use crate::digest::Digest;
+use crate::registry::{ErrorKind, RegistryError};
+use aws_sdk_ecr::error::ProvideErrorMetadata;
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
+    TagStatus,
+};
+use base64::Engine;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// ECR tokens last 12 hours; fetch a new one when less than this is left.
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30 * 60);
+/// DescribeImages page size (its maximum).
+const DESCRIBE_IMAGES_PAGE: i32 = 1000;
+
+/// An ECR control-plane failure.
+#[derive(Debug, thiserror::Error)]
+#[error("ECR {op} in {region}: {code}: {message}")]
+pub struct EcrError {
+    /// The API operation.
+    pub op: &'static str,
+    /// The region called.
+    pub region: String,
+    /// The AWS error code (`RepositoryNotFoundException`, …) or `dispatch` for transport errors.
+    pub code: String,
+    /// The message.
+    pub message: String,
+}
+
+fn ecr_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &'static str,
+    region: &str,
+    e: aws_sdk_ecr::error::SdkError<E>,
+) -> EcrError {
+    let (code, message) = match e.as_service_error() {
+        Some(s) => (
+            s.code().unwrap_or("Unknown").to_string(),
+            s.message().unwrap_or("").to_string(),
+        ),
+        None => ("dispatch".to_string(), aws_smithy_error_text(&e)),
+    };
+    EcrError {
+        op,
+        region: region.to_string(),
+        code,
+        message,
+    }
+}
+
+fn aws_smithy_error_text<E: std::error::Error + 'static>(
+    e: &aws_sdk_ecr::error::SdkError<E>,
+) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What we need to know about an existing repository.
+#[derive(Debug, Clone)]
+pub struct RepositoryInfo {
+    /// Whether tags are immutable.
+    pub immutable_tags: bool,
+}
+
+/// Access to the ECR API in any region.
+pub struct EcrApi {
+    sdk: aws_config::SdkConfig,
+    clients: Mutex<HashMap<String, aws_sdk_ecr::Client>>,
+}
+
+impl EcrApi {
+    /// Loads AWS settings the SDK's usual way (environment, profile, container or instance role).
+    pub async fn load() -> Arc<EcrApi> {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        Arc::new(EcrApi {
+            sdk,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn client(&self, region: &str) -> aws_sdk_ecr::Client {
+        let mut clients = self.clients.lock().unwrap();
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_ecr::config::Builder::from(&self.sdk)
+                    .region(aws_sdk_ecr::config::Region::new(region.to_string()))
+                    .build();
+                aws_sdk_ecr::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    /// The caller's own registry host in the SDK's current region, from GetAuthorizationToken's
+    /// proxy endpoint (no STS call needed).
+    pub async fn own_registry(&self) -> Result<String, EcrError> {
+        let region = self
+            .sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| EcrError {
+                op: "GetAuthorizationToken",
+                region: "(none)".into(),
+                code: "NoRegion".into(),
+                message: "no AWS region configured; set AWS_REGION or destination_registry".into(),
+            })?;
+        let out = self
+            .client(&region)
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| ecr_error("GetAuthorizationToken", &region, e))?;
+        let endpoint = out
+            .authorization_data()
+            .first()
+            .and_then(|d| d.proxy_endpoint())
+            .ok_or_else(|| EcrError {
+                op: "GetAuthorizationToken",
+                region: region.clone(),
+                code: "Empty".into(),
+                message: "no proxy endpoint in answer".into(),
+            })?;
+        Ok(endpoint
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string())
+    }
+
+    async fn token(&self, host: &EcrHost) -> Result<(String, String, SystemTime), EcrError> {
+        let op = "GetAuthorizationToken";
+        let out = self
+            .client(&host.region)
+            // A token is valid for every registry the caller may access; no registry id needed.
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| ecr_error(op, &host.region, e))?;
+        let data = out.authorization_data().first().ok_or_else(|| EcrError {
+            op,
+            region: host.region.clone(),
+            code: "Empty".into(),
+            message: "no authorization data".into(),
+        })?;
+        let bad = |m: &str| EcrError {
+            op,
+            region: host.region.clone(),
+            code: "BadToken".into(),
+            message: m.into(),
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(data.authorization_token().unwrap_or_default())
+            .map_err(|_| bad("token is not base64"))?;
+        let text = String::from_utf8(raw).map_err(|_| bad("token is not UTF-8"))?;
+        let (user, pass) = text
+            .split_once(':')
+            .ok_or_else(|| bad("token is not user:password"))?;
+        let expires = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(12 * 3600));
+        Ok((user.to_string(), pass.to_string(), expires))
+    }
+
+    /// The repository's settings, or `None` when it does not exist.
+    pub async fn describe_repository(
+        &self,
+        host: &EcrHost,
+        repo: &str,
+    ) -> Result<Option<RepositoryInfo>, EcrError> {
+        let result = self
+            .client(&host.region)
+            .describe_repositories()
+            .registry_id(&host.account)
+            .repository_names(repo)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.repositories().first().map(|r| RepositoryInfo {
+                immutable_tags: matches!(
+                    r.image_tag_mutability(),
+                    Some(ImageTagMutability::Immutable)
+                        | Some(ImageTagMutability::ImmutableWithExclusion)
+                ),
+            })),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("RepositoryNotFoundException") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(ecr_error("DescribeRepositories", &host.region, e)),
+        }
+    }
+
+    /// Creates a repository with the config's defaults. An existing repository is left as it is.
+    pub async fn create_repository(
+        &self,
+        host: &EcrHost,
+        repo: &str,
+        defaults: &RepoDefaults,
+    ) -> Result<(), EcrError> {
+        let encryption = match &defaults.encryption {
+            Encryption::Aes256 => {
+                EncryptionConfiguration::builder().encryption_type(EncryptionType::Aes256)
+            }
+            Encryption::Kms { key_arn } => EncryptionConfiguration::builder()
+                .encryption_type(EncryptionType::Kms)
+                .kms_key(key_arn),
+        }
+        .build()
+        .expect("encryption type is always set");
+        let result = self
+            .client(&host.region)
+            .create_repository()
+            .registry_id(&host.account)
+            .repository_name(repo)
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(defaults.scan_on_push)
+                    .build(),
+            )
+            .image_tag_mutability(if defaults.tag_immutability {
+                ImageTagMutability::Immutable
+            } else {
+                ImageTagMutability::Mutable
+            })
+            .encryption_configuration(encryption)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("RepositoryAlreadyExistsException") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(ecr_error("CreateRepository", &host.region, e)),
+        }
+    }
+
+    /// Every tagged image of a repository as (tag, digest), from DescribeImages pages of 1000 —
+    /// one call per thousand images instead of one registry request per tag.
+    pub async fn tagged_images(
+        &self,
+        host: &EcrHost,
+        repo: &str,
+    ) -> Result<Vec<(String, Digest)>, EcrError> {
+        let op = "DescribeImages";
+        let mut pages = self
+            .client(&host.region)
+            .describe_images()
+            .registry_id(&host.account)
+            .repository_name(repo)
+            .filter(
+                aws_sdk_ecr::types::DescribeImagesFilter::builder()
+                    .tag_status(TagStatus::Tagged)
+                    .build(),
+            )
+            .max_results(DESCRIBE_IMAGES_PAGE)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ecr_error(op, &host.region, e))?;
+            for image in page.image_details() {
+                let Some(digest) = image.image_digest().and_then(|d| Digest::parse(d).ok()) else {
+                    continue;
+                };
+                for tag in image.image_tags() {
+                    out.push((tag.clone(), digest.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Basic credentials for one ECR registry, fetched on first use and refreshed before expiry.
+pub struct EcrTokens {
+    api: Arc<EcrApi>,
+    host: EcrHost,
+    cached: tokio::sync::Mutex<Option<(String, String, SystemTime)>>,
+}
+
+impl EcrTokens {
+    /// Tokens for `host` through `api`.
+    pub fn new(api: Arc<EcrApi>, host: EcrHost) -> Self {
+        EcrTokens {
+            api,
+            host,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub(crate) async fn basic(&self) -> Result<(String, String), RegistryError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((u, p, until)) = cached.as_ref() {
+            if SystemTime::now() + TOKEN_REFRESH_MARGIN < *until {
+                return Ok((u.clone(), p.clone()));
+            }
+        }
+        let (u, p, until) = self
+            .api
+            .token(&self.host)
+            .await
+            .map_err(|e| RegistryError {
+                op: "ECR token",
+                url: format!("{}.dkr.ecr.{}", self.host.account, self.host.region),
+                kind: if e.code == "dispatch" || e.code.contains("Throttl") {
+                    ErrorKind::Transport(e.to_string())
+                } else {
+                    ErrorKind::Unauthorized {
+                        status: 401,
+                        code: Some(e.code.clone()),
+                        message: Some(e.message.clone()),
+                    }
+                },
+            })?;
+        *cached = Some((u.clone(), p.clone(), until));
+        Ok((u, p))
+    }
+
+    pub(crate) fn invalidate(&self) {
+        if let Ok(mut c) = self.cached.try_lock() {
+            *c = None;
+        }
+    }
+}

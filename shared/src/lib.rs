@@ -1,0 +1,29 @@
+//! ecr-sync: pull-based replication of container images between OCI registries, built for
+//! Amazon ECR fleets of thousands of repositories.
+//!
+//! # Layout
+//! - [`config`] — the user's config (the seed's schema plus documented additions), validated in two
+//!   phases, loaded from a file or S3.
+//! - [`tag_filter`] — the seed's tag glob table.
+//! - [`digest`] — `sha256:` digests and streaming verification.
+//! - [`manifest`] — media types and what a manifest references.
+//! - [`registry`] — the OCI distribution API client: auth, retries, shared per-host backoff.
+//! - [`ecr`] — the ECR control plane: tokens, repositories, bulk tag listing.
+//! - [`retry`] — the retry policy.
+//! - [`copy`] — the copy engine: pure decisions, image copy, single-flight blob moves.
+//! - [`job`] — the copy job and its stable id.
+//! - [`ledger`] — the one-machine SQLite ledger.
+//! - [`sync`] — one-machine sync: config → jobs → copies → ledger → report.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod copy;
+pub mod digest;
+pub mod ecr;
+pub mod job;
+pub mod ledger;
+pub mod manifest;
+pub mod registry;
+pub mod retry;
+pub mod sync;
+pub mod tag_filter;

@@ -1,0 +1,584 @@
+//! The OCI distribution API client: one [`Registry`] per registry host, holding its HTTP client
+//! (TLS settings, connection pool), its authorization state and its shared backoff gate.
+//!
+//! Every request goes through [`Registry::send`]: wait for the host's gate, authorize, send,
+//! classify, retry transient failures per the [`RetryPolicy`]. Blob bodies are streams and are
+//! retried a level up, by the copy engine, which restarts the whole transfer.
+
+mod auth;
+mod error;
+
+pub use auth::Credentials;
+pub use error::{ErrorKind, RegistryError};
+
+use crate::digest::Digest;
+use crate::manifest;
+use crate::retry::{RetryPolicy, Transient};
+use auth::{parse_challenge, Authorizer, Scheme};
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, LOCATION,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Tag list page size. ECR rejects `n` above 1000.
+const TAG_PAGE_SIZE: u32 = 1000;
+/// Waiting for a TCP/TLS connection longer than this means the registry is unreachable for now.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response (or a chunk of a streamed body) idle this long is a dead connection, not a slow one.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per host: enough for the default job and blob concurrency together.
+const POOL_IDLE_PER_HOST: usize = 64;
+
+/// How to reach and authenticate to one registry.
+pub struct RegistryOptions {
+    /// The registry host as users write it (`111122223333.dkr.ecr.us-east-1.amazonaws.com`).
+    pub host: String,
+    /// Where its traffic actually goes: `https://host` unless overridden (`http://127.0.0.1:5001`).
+    pub base_url: String,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Retry policy for requests.
+    pub retry: RetryPolicy,
+}
+
+/// Requests made, by kind; for reports and benchmarks.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    /// Every HTTP request sent, retries and token requests included.
+    pub total: AtomicU64,
+    /// Blob GETs, HEADs, upload starts, mounts and PUTs.
+    pub blob: AtomicU64,
+}
+
+/// One registry: its client, authorization and throttling state.
+pub struct Registry {
+    host: String,
+    base: String,
+    http: reqwest::Client,
+    auth: Authorizer,
+    gate: HostGate,
+    retry: RetryPolicy,
+    /// Requests made to this registry.
+    pub counts: RequestCounts,
+}
+
+/// Shared backoff for one host: after a 429/503 every request to the host waits until the gate
+/// opens, so concurrent jobs slow down together instead of each hammering on its own schedule.
+#[derive(Default)]
+struct HostGate(Mutex<Option<Instant>>);
+
+impl HostGate {
+    async fn wait(&self) {
+        let until = *self.0.lock().unwrap();
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    fn close_for(&self, d: Duration) {
+        let t = Instant::now() + d;
+        let mut g = self.0.lock().unwrap();
+        if g.is_none_or(|cur| cur < t) {
+            *g = Some(t);
+        }
+    }
+}
+
+/// What a mount attempt achieved.
+pub enum Mount {
+    /// The blob is now in the repository.
+    Mounted,
+    /// Not mounted; an upload session was opened at this URL instead.
+    Upload(String),
+}
+
+/// A manifest as stored: exact bytes, media type, digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The media type.
+    pub media_type: String,
+    /// The exact bytes.
+    pub bytes: Bytes,
+    /// sha256 of the bytes.
+    pub digest: Digest,
+}
+
+impl Transient for RegistryError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        self.kind.retry_after()
+    }
+}
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+impl Registry {
+    /// Builds the client. Fails only on a bad CA certificate.
+    pub fn new(opts: RegistryOptions) -> Result<Registry, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("ecr-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError {
+                op: "load CA",
+                url: opts.base_url.clone(),
+                kind: ErrorKind::Protocol(format!("bad CA certificate: {e}")),
+            })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| error::transport("build client", &opts.base_url, e))?;
+        Ok(Registry {
+            host: opts.host,
+            base: opts.base_url.trim_end_matches('/').to_string(),
+            http,
+            auth: Authorizer::new(opts.credentials),
+            gate: HostGate::default(),
+            retry: opts.retry,
+            counts: RequestCounts::default(),
+        })
+    }
+
+    /// The registry host as written in the config.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            self.url(location)
+        }
+    }
+
+    /// Learns the auth scheme from `GET /v2/` once per registry.
+    async fn ensure_scheme(&self) -> Result<(), RegistryError> {
+        self.auth
+            .scheme
+            .get_or_try_init(|| async {
+                let url = self.url("/v2/");
+                let resp = self
+                    .retry
+                    .run("ping", || async {
+                        self.gate.wait().await;
+                        self.counts.total.fetch_add(1, Ordering::Relaxed);
+                        let r = self
+                            .http
+                            .get(&url)
+                            .send()
+                            .await
+                            .map_err(|e| error::transport("GET /v2/", &url, e))?;
+                        if r.status().is_server_error()
+                            || r.status() == StatusCode::TOO_MANY_REQUESTS
+                        {
+                            return Err(error::from_response("GET /v2/", &url, r).await);
+                        }
+                        Ok(r)
+                    })
+                    .await?;
+                let scheme = match resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(h) if resp.status() == StatusCode::UNAUTHORIZED => parse_challenge(h),
+                    _ => Scheme::None,
+                };
+                // ECR answers with a Basic challenge; credentials are sent proactively from now on.
+                let scheme = match (&self.auth.credentials, scheme) {
+                    (Credentials::Ecr(_), Scheme::None) => Scheme::Basic,
+                    (_, s) => s,
+                };
+                Ok::<_, RegistryError>(Mutex::new(scheme))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a request with auth, shared backoff and retries. Non-2xx answers become errors
+    /// (404 as [`ErrorKind::NotFound`]); `build` is called again for each try.
+    async fn send<F>(
+        &self,
+        op: &'static str,
+        url: &str,
+        scope: &str,
+        build: F,
+    ) -> Result<Response, RegistryError>
+    where
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        self.ensure_scheme().await?;
+        self.retry
+            .run(op, || self.send_once(op, url, scope, &build))
+            .await
+    }
+
+    async fn send_once<F>(
+        &self,
+        op: &'static str,
+        url: &str,
+        scope: &str,
+        build: &F,
+    ) -> Result<Response, RegistryError>
+    where
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        let mut refreshed = false;
+        loop {
+            self.gate.wait().await;
+            let mut req = build(&self.http);
+            if let Some(h) = self.auth.header(&self.http, scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            self.counts.total.fetch_add(1, Ordering::Relaxed);
+            let resp = req.send().await.map_err(|e| error::transport(op, url, e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                // A new challenge (first contact, expired token, wider scope needed): follow it once.
+                refreshed = true;
+                if let Some(h) = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    let scheme = parse_challenge(h);
+                    if scheme != Scheme::None {
+                        self.auth.set_scheme(scheme);
+                    }
+                }
+                self.auth.invalidate(scope);
+                continue;
+            }
+            let err = error::from_response(op, url, resp).await;
+            if matches!(status.as_u16(), 429 | 503) {
+                let wait = err
+                    .kind
+                    .retry_after()
+                    .unwrap_or(self.retry.min_delay)
+                    .min(self.retry.max_retry_after);
+                self.gate.close_for(wait);
+            }
+            return Err(err);
+        }
+    }
+
+    /// All tags of `repo`, following `Link` pagination; `None` when the repository does not exist.
+    pub async fn list_tags(&self, repo: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tags: Option<Vec<String>>,
+        }
+        let scope = pull_scope(repo);
+        let mut url = self.url(&format!("/v2/{repo}/tags/list?n={TAG_PAGE_SIZE}"));
+        let mut tags = Vec::new();
+        loop {
+            let resp = match self.send("GET tags", &url, &scope, |c| c.get(&url)).await {
+                Ok(r) => r,
+                Err(RegistryError {
+                    kind: ErrorKind::NotFound { .. },
+                    ..
+                }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let next = next_link(resp.headers());
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| error::transport("GET tags", &url, e))?;
+            let page: Page = serde_json::from_slice(&body).map_err(|e| RegistryError {
+                op: "GET tags",
+                url: url.clone(),
+                kind: ErrorKind::Protocol(format!("tag list is not JSON: {e}")),
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(link) => url = self.absolute(&link),
+                None => return Ok(Some(tags)),
+            }
+        }
+    }
+
+    /// Fetches a manifest by tag or digest, verifying its digest; `None` when it does not exist.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let op = "GET manifest";
+        let resp = match self
+            .send(op, &url, &pull_scope(repo), |c| {
+                c.get(&url).header(ACCEPT, manifest::ACCEPT)
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(RegistryError {
+                kind: ErrorKind::NotFound { .. },
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| error::transport(op, &url, e))?;
+        let digest = Digest::of(&bytes);
+        let expected = if reference.starts_with("sha256:") {
+            Some(reference.to_string())
+        } else {
+            header_digest
+        };
+        if let Some(expected) = expected.filter(|e| e.starts_with("sha256:")) {
+            if expected != digest.as_str() {
+                return Err(RegistryError {
+                    op,
+                    url,
+                    kind: ErrorKind::DigestMismatch {
+                        expected,
+                        actual: digest.to_string(),
+                    },
+                });
+            }
+        }
+        let media_type = manifest::media_type_of(content_type.as_deref(), &bytes);
+        Ok(Some(Manifest {
+            media_type,
+            bytes,
+            digest,
+        }))
+    }
+
+    /// The digest a tag or digest reference resolves to; `None` when it does not exist.
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let op = "HEAD manifest";
+        let resp = match self
+            .send(op, &url, &pull_scope(repo), |c| {
+                c.head(&url).header(ACCEPT, manifest::ACCEPT)
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(RegistryError {
+                kind: ErrorKind::NotFound { .. },
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(d) => Digest::parse(d).map(Some).map_err(|e| RegistryError {
+                op,
+                url: url.clone(),
+                kind: ErrorKind::Protocol(e.to_string()),
+            }),
+            // Without the header the only way to know is to read the body.
+            None => Ok(self.get_manifest(repo, reference).await?.map(|m| m.digest)),
+        }
+    }
+
+    /// Pushes manifest bytes under a tag or digest. Returns the digest the registry reports.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        m: &Manifest,
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        self.send("PUT manifest", &url, &push_scope(repo), |c| {
+            c.put(&url)
+                .header(CONTENT_TYPE, m.media_type.as_str())
+                .body(m.bytes.clone())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `repo` holds the blob.
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        self.counts.blob.fetch_add(1, Ordering::Relaxed);
+        match self
+            .send("HEAD blob", &url, &pull_scope(repo), |c| c.head(&url))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RegistryError {
+                kind: ErrorKind::NotFound { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an upload to `repo`, first asking the registry to mount the blob from `from` (another
+    /// repository of the same registry) when given.
+    pub async fn start_upload(
+        &self,
+        repo: &str,
+        mount: Option<(&Digest, &str)>,
+    ) -> Result<Mount, RegistryError> {
+        let (url, scope) = match mount {
+            Some((digest, from)) => (
+                self.url(&format!(
+                    "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+                )),
+                format!("{} {}", push_scope(repo), pull_scope(from)),
+            ),
+            None => (
+                self.url(&format!("/v2/{repo}/blobs/uploads/")),
+                push_scope(repo),
+            ),
+        };
+        self.counts.blob.fetch_add(1, Ordering::Relaxed);
+        let op = "POST upload";
+        let resp = self
+            .send(op, &url, &scope, |c| {
+                c.post(&url).header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            return Ok(Mount::Mounted);
+        }
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError {
+                op,
+                url: url.clone(),
+                kind: ErrorKind::Protocol("upload started without a Location header".into()),
+            })?;
+        Ok(Mount::Upload(self.absolute(location)))
+    }
+
+    /// Starts reading a blob; the caller streams the body.
+    pub async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<Response, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        self.counts.blob.fetch_add(1, Ordering::Relaxed);
+        self.send("GET blob", &url, &pull_scope(repo), |c| c.get(&url))
+            .await
+    }
+
+    /// Completes an upload with the whole blob in one streamed PUT (ECR rejects chunks under 5 MB;
+    /// one PUT is the portable path). Not retried here: a body stream can only be sent once.
+    pub async fn put_blob(
+        &self,
+        repo: &str,
+        location: &str,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        self.counts.blob.fetch_add(1, Ordering::Relaxed);
+        self.ensure_scheme().await?;
+        self.gate.wait().await;
+        let mut req = self
+            .http
+            .request(Method::PUT, &url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        if let Some(h) = self.auth.header(&self.http, &push_scope(repo)).await? {
+            req = req.header(AUTHORIZATION, h);
+        }
+        self.counts.total.fetch_add(1, Ordering::Relaxed);
+        let op = "PUT blob";
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| error::transport(op, location, e))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(error::from_response(op, location, resp).await)
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(LINK)?.to_str().ok()?;
+    link.split(',')
+        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
+        .and_then(|part| {
+            let start = part.find('<')? + 1;
+            let end = part.find('>')?;
+            Some(part[start..end].to_string())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            r#"</v2/a/tags/list?n=1000&last=x>; rel="next""#.parse().unwrap(),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("/v2/a/tags/list?n=1000&last=x")
+        );
+        h.insert(
+            LINK,
+            r#"<https://r/x>; rel="prev", <https://r/y>; rel="next""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("https://r/y"));
+    }
+}

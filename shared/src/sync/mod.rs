@@ -1,0 +1,513 @@
+//! One-machine sync: expand the config into per-tag jobs and run them in this process, recording
+//! every outcome in the local ledger. The distributed worker reuses the same copy engine.
+//!
+//! Per repository: prepare the destination (create or skip it per `mode`), list the source's tags
+//! (ECR DescribeImages in bulk when allowed, else the registry API), filter by the globs, then per
+//! tag: resolve the source digest, compare with the destination, copy when they differ.
+
+mod registries;
+mod report;
+
+pub use registries::Registries;
+pub use report::{
+    human_bytes, peak_rss_bytes, rfc3339, JobReport, Outcome, Progress, RepoReport, SyncReport,
+};
+
+use crate::config::{is_ecr_host, Config, Mode, RepoSync};
+use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy};
+use crate::digest::Digest;
+use crate::job::{CopyJob, JobState};
+use crate::ledger::Ledger;
+use crate::registry::{Manifest, Registry};
+use crate::retry::RetryPolicy;
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// Repositories prepared and listed at once. Listing is cheap; the job limit bounds the real work.
+const REPO_PARALLELISM: usize = 4;
+
+/// A run that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Settings that cannot work (unreadable CA file, missing credential variable, no region…).
+    #[error("{0}")]
+    Setup(String),
+    /// The ledger could not be written.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+}
+
+/// Run options beyond the config.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Plan only: read both sides, write nothing.
+    pub dry_run: bool,
+    /// Overrides `concurrency.jobs`.
+    pub jobs: Option<usize>,
+    /// Retry policy for registry requests and blob transfers.
+    pub retry: RetryPolicy,
+    /// Named in the ledger's run row (the config's location).
+    pub config_source: String,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            dry_run: false,
+            jobs: None,
+            retry: RetryPolicy::default(),
+            config_source: String::new(),
+        }
+    }
+}
+
+/// What the destination repository holds before the run.
+enum DstTags {
+    /// Tag → digest in bulk (ECR DescribeImages).
+    Digests(HashMap<String, Digest>),
+    /// Tag names only (registry API); digests need a HEAD.
+    Names(HashSet<String>),
+}
+
+impl DstTags {
+    fn is_empty(&self) -> bool {
+        match self {
+            DstTags::Digests(m) => m.is_empty(),
+            DstTags::Names(s) => s.is_empty(),
+        }
+    }
+}
+
+struct Run<'a> {
+    config: &'a Config,
+    opts: &'a SyncOptions,
+    ledger: Option<&'a Ledger>,
+    progress: &'a Progress,
+    run_id: String,
+    registries: Registries,
+    dst_host: String,
+    dst: Arc<Registry>,
+    blobs: BlobMover,
+    jobs: Semaphore,
+    job_limit: usize,
+    reports: Mutex<Vec<JobReport>>,
+    repos: Mutex<Vec<RepoReport>>,
+}
+
+/// Runs a sync of everything `config` selects. Fails only when the run cannot start; job
+/// failures are in the report.
+pub async fn run(
+    config: &Config,
+    opts: &SyncOptions,
+    ledger: Option<&Ledger>,
+    progress: &Progress,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let started_at = rfc3339(SystemTime::now());
+    let registries = Registries::new(config, opts.retry.clone());
+    let dst_host = match &config.destination_registry {
+        Some(h) => h.clone(),
+        None => registries.ecr().await.own_registry().await.map_err(|e| {
+            SyncError::Setup(format!(
+                "destination_registry is not set and the caller's ECR registry is unknown: {e}"
+            ))
+        })?,
+    };
+    let dst = registries.get(&dst_host).await?;
+    let job_limit = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
+    let blobs = BlobMover::new(
+        config.concurrency.blobs,
+        opts.retry.clone(),
+        progress.bytes.clone(),
+    );
+    let run = Run {
+        config,
+        opts,
+        ledger: if opts.dry_run { None } else { ledger },
+        progress,
+        run_id: uuid::Uuid::new_v4().to_string(),
+        registries,
+        dst_host,
+        dst,
+        blobs,
+        jobs: Semaphore::new(job_limit),
+        job_limit,
+        reports: Mutex::new(Vec::new()),
+        repos: Mutex::new(Vec::new()),
+    };
+    if let Some(l) = run.ledger {
+        l.start_run(&run.run_id, &started_at, &opts.config_source)?;
+    }
+    tracing::info!(run_id = %run.run_id, destination = %run.dst_host, repos = config.repos.len(), dry_run = opts.dry_run, "sync started");
+
+    futures_util::stream::iter(&config.repos)
+        .for_each_concurrent(REPO_PARALLELISM, |repo| run.repo(repo))
+        .await;
+
+    let mut jobs = run.reports.into_inner().unwrap();
+    jobs.sort_by(|a, b| a.destination.cmp(&b.destination));
+    let count = |o: Outcome| jobs.iter().filter(|j| j.outcome == o).count() as u64;
+    let repositories = run.repos.into_inner().unwrap();
+    let failed_repos = repositories.iter().filter(|r| r.event == "failed").count() as u64;
+    let mut report = SyncReport {
+        run_id: run.run_id.clone(),
+        dry_run: opts.dry_run,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        copied: count(Outcome::Copied),
+        skipped: count(Outcome::Skipped),
+        failed: count(Outcome::Failed) + failed_repos,
+        would_copy: count(Outcome::WouldCopy),
+        bytes: jobs.iter().map(|j| j.bytes).sum(),
+        requests: Default::default(),
+        blob_requests: Default::default(),
+        peak_rss_bytes: None,
+        repositories,
+        jobs,
+    };
+    for r in run.registries.all() {
+        report
+            .requests
+            .insert(r.host().to_string(), r.counts.total.load(Ordering::Relaxed));
+        report
+            .blob_requests
+            .insert(r.host().to_string(), r.counts.blob.load(Ordering::Relaxed));
+    }
+    if let Some(l) = run.ledger {
+        l.finish_run(
+            &run.run_id,
+            &rfc3339(SystemTime::now()),
+            report.copied,
+            report.skipped,
+            report.failed,
+            report.bytes,
+        )?;
+    }
+    report.peak_rss_bytes = peak_rss_bytes();
+    tracing::info!(run_id = %report.run_id, copied = report.copied, skipped = report.skipped, failed = report.failed, bytes = report.bytes, "sync finished");
+    Ok(report)
+}
+
+impl Run<'_> {
+    fn repo_event(&self, repo: &RepoSync, event: &str, reason: Option<String>) {
+        if event == "failed" {
+            self.progress.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(source = %repo.source_ref(), reason = reason.as_deref().unwrap_or(""), "repository failed");
+        } else {
+            tracing::info!(source = %repo.source_ref(), destination = %repo.destination, event, reason = reason.as_deref().unwrap_or(""), "repository");
+        }
+        self.repos.lock().unwrap().push(RepoReport {
+            source: repo.source_ref(),
+            destination: format!("{}/{}", self.dst_host, repo.destination),
+            event: event.to_string(),
+            reason,
+        });
+    }
+
+    async fn repo(&self, repo: &RepoSync) {
+        let span = tracing::info_span!("repo", src = %repo.source_ref(), dst = %repo.destination);
+        async {
+            let dst_state = match self.prepare_destination(repo).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(reason) => return self.repo_event(repo, "failed", Some(reason)),
+            };
+            let tags = match self.source_tags(repo).await {
+                Ok(t) => t,
+                Err(reason) => return self.repo_event(repo, "failed", Some(reason)),
+            };
+            self.progress
+                .planned
+                .fetch_add(tags.len() as u64, Ordering::Relaxed);
+            let src = match self.registries.get(&repo.source.registry).await {
+                Ok(s) => s,
+                Err(e) => return self.repo_event(repo, "failed", Some(e.to_string())),
+            };
+            let (dst_tags, immutable) = dst_state;
+            futures_util::stream::iter(tags)
+                .for_each_concurrent(self.job_limit, |(tag, digest)| {
+                    let (src, dst_tags) = (&src, &dst_tags);
+                    async move {
+                        let _permit = self.jobs.acquire().await.expect("never closed");
+                        self.job(repo, src, tag, digest, dst_tags, immutable).await;
+                    }
+                })
+                .await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Makes sure the destination repository can receive images; returns what it holds and
+    /// whether its tags are immutable, or `None` when the repository is skipped.
+    async fn prepare_destination(
+        &self,
+        repo: &RepoSync,
+    ) -> Result<Option<(DstTags, bool)>, String> {
+        let dst_repo = &repo.destination;
+        if self.registries.is_ecr(&self.dst_host) {
+            let host = is_ecr_host(&self.dst_host).expect("checked by is_ecr");
+            let ecr = self.registries.ecr().await;
+            let info = ecr
+                .describe_repository(&host, dst_repo)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(info) = info else {
+                return match self.config.mode {
+                    Mode::Refresh => {
+                        self.repo_event(
+                            repo,
+                            "skipped",
+                            Some("destination repository does not exist (refresh mode)".into()),
+                        );
+                        Ok(None)
+                    }
+                    Mode::Create if self.opts.dry_run => {
+                        self.repo_event(repo, "would_create", None);
+                        Ok(Some((
+                            DstTags::Digests(HashMap::new()),
+                            self.config.repo_defaults.tag_immutability,
+                        )))
+                    }
+                    Mode::Create => {
+                        ecr.create_repository(&host, dst_repo, &self.config.repo_defaults)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        self.repo_event(repo, "created", None);
+                        Ok(Some((
+                            DstTags::Digests(HashMap::new()),
+                            self.config.repo_defaults.tag_immutability,
+                        )))
+                    }
+                };
+            };
+            let tags = match ecr.tagged_images(&host, dst_repo).await {
+                Ok(list) => DstTags::Digests(list.into_iter().collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "DescribeImages on the destination failed; using the registry API");
+                    DstTags::Names(
+                        self.dst
+                            .list_tags(dst_repo)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect(),
+                    )
+                }
+            };
+            return Ok(Some((tags, info.immutable_tags)));
+        }
+        match self
+            .dst
+            .list_tags(dst_repo)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(tags) => Ok(Some((DstTags::Names(tags.into_iter().collect()), false))),
+            None if self.config.mode == Mode::Refresh => {
+                self.repo_event(
+                    repo,
+                    "skipped",
+                    Some("destination repository does not exist (refresh mode)".into()),
+                );
+                Ok(None)
+            }
+            None => Ok(Some((DstTags::Names(HashSet::new()), false))),
+        }
+    }
+
+    /// The source tags the globs select, with digests when a bulk listing gave them.
+    async fn source_tags(&self, repo: &RepoSync) -> Result<Vec<(String, Option<Digest>)>, String> {
+        let host = &repo.source.registry;
+        let src_repo = &repo.source.repository;
+        let mut tags: Vec<(String, Option<Digest>)> = Vec::new();
+        let mut listed = false;
+        if self.registries.is_ecr(host) {
+            let ecr_host = is_ecr_host(host).expect("checked by is_ecr");
+            match self
+                .registries
+                .ecr()
+                .await
+                .tagged_images(&ecr_host, src_repo)
+                .await
+            {
+                Ok(list) => {
+                    tags = list.into_iter().map(|(t, d)| (t, Some(d))).collect();
+                    listed = true;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "DescribeImages on the source not possible; listing tags through the registry API")
+                }
+            }
+        }
+        if !listed {
+            let src = self.registries.get(host).await.map_err(|e| e.to_string())?;
+            let names = src
+                .list_tags(src_repo)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("source repository {} does not exist", repo.source_ref()))?;
+            tags = names.into_iter().map(|t| (t, None)).collect();
+        }
+        tags.retain(|(t, _)| repo.tags.matches(t));
+        tags.sort();
+        tags.dedup_by(|a, b| a.0 == b.0);
+        Ok(tags)
+    }
+
+    async fn job(
+        &self,
+        repo: &RepoSync,
+        src: &Registry,
+        tag: String,
+        hint: Option<Digest>,
+        dst_tags: &DstTags,
+        immutable: bool,
+    ) {
+        let started = Instant::now();
+        let mut job = CopyJob {
+            source_registry: repo.source.registry.clone(),
+            source_repo: repo.source.repository.clone(),
+            tag,
+            source_digest: hint,
+            destination_registry: self.dst_host.clone(),
+            destination_repo: repo.destination.clone(),
+        };
+        let span = tracing::info_span!("job", src = %job.source_ref(), dst = %job.destination_ref(), job_id = tracing::field::Empty);
+        let result = self
+            .copy_tag(src, &mut job, dst_tags, immutable)
+            .instrument(span.clone())
+            .await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (outcome, bytes, reason, class) = match result {
+            Ok(Done::Copied(bytes)) => (Outcome::Copied, bytes, None, None),
+            Ok(Done::UpToDate) => (Outcome::Skipped, 0, Some("up to date".to_string()), None),
+            Ok(Done::WouldCopy) => (Outcome::WouldCopy, 0, None, None),
+            Err(e) => (
+                Outcome::Failed,
+                0,
+                Some(e.to_string()),
+                Some(e.class().to_string()),
+            ),
+        };
+        let _enter = span.enter();
+        match outcome {
+            Outcome::Failed => {
+                tracing::error!(job_id = %job.id(), error_class = class.as_deref(), reason = reason.as_deref(), "job failed")
+            }
+            _ => {
+                tracing::info!(job_id = %job.id(), outcome = ?outcome, bytes, duration_ms, "job done")
+            }
+        }
+        if outcome == Outcome::Failed {
+            self.progress.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress.done.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.ledger {
+            let state = match outcome {
+                Outcome::Copied => JobState::Succeeded,
+                Outcome::Skipped | Outcome::WouldCopy => JobState::Skipped,
+                Outcome::Failed => JobState::Failed,
+            };
+            let at = rfc3339(SystemTime::now());
+            if let Err(e) = l.record_job(
+                &self.run_id,
+                &job,
+                state,
+                bytes,
+                duration_ms,
+                class.as_deref(),
+                reason.as_deref(),
+                &at,
+            ) {
+                tracing::error!(error = %e, "could not record job in the ledger");
+            }
+        }
+        self.reports.lock().unwrap().push(JobReport {
+            job_id: job.id(),
+            source: job.source_ref(),
+            destination: job.destination_ref(),
+            digest: job.source_digest.as_ref().map(|d| d.to_string()),
+            outcome,
+            reason,
+            error_class: class,
+            bytes,
+            duration_ms,
+        });
+    }
+
+    async fn copy_tag(
+        &self,
+        src: &Registry,
+        job: &mut CopyJob,
+        dst_tags: &DstTags,
+        immutable: bool,
+    ) -> Result<Done, CopyError> {
+        let src_repo = job.source_repo.clone();
+        let dst_repo = job.destination_repo.clone();
+        let tag = job.tag.clone();
+        // A GET (not a HEAD) on the source: a copy needs the body anyway, and a warm run then
+        // costs one source request per tag.
+        let mut manifest: Option<Manifest> = None;
+        let source_digest = match job.source_digest.clone() {
+            Some(d) => d,
+            None => {
+                let m = src.get_manifest(&src_repo, &tag).await?.ok_or_else(|| {
+                    CopyError::MissingChild(format!("{src_repo}:{tag} (tag removed while syncing)"))
+                })?;
+                let d = m.digest.clone();
+                manifest = Some(m);
+                d
+            }
+        };
+        job.source_digest = Some(source_digest.clone());
+        tracing::Span::current().record("job_id", job.id().as_str());
+        let dst_digest = match dst_tags {
+            DstTags::Digests(map) => map.get(&tag).cloned(),
+            DstTags::Names(names) if names.contains(&tag) => {
+                self.dst.head_manifest(&dst_repo, &tag).await?
+            }
+            DstTags::Names(_) => None,
+        };
+        match decide(&source_digest, dst_digest.as_ref(), immutable) {
+            Decision::UpToDate => return Ok(Done::UpToDate),
+            Decision::ImmutableConflict { existing } => {
+                return Err(CopyError::ImmutableTag {
+                    tag,
+                    existing: existing.to_string(),
+                    wanted: source_digest.to_string(),
+                })
+            }
+            Decision::Copy if self.opts.dry_run => return Ok(Done::WouldCopy),
+            Decision::Copy => {}
+        }
+        let manifest = match manifest {
+            Some(m) => m,
+            None => src
+                .get_manifest(&src_repo, source_digest.as_str())
+                .await?
+                .ok_or_else(|| CopyError::MissingChild(source_digest.to_string()))?,
+        };
+        let copy = ImageCopy {
+            src,
+            src_repo: &src_repo,
+            dst: &self.dst,
+            dst_repo: &dst_repo,
+            probe: !dst_tags.is_empty(),
+            blobs: &self.blobs,
+        };
+        copy.run(&manifest, &tag).await.map(Done::Copied)
+    }
+}
+
+enum Done {
+    Copied(u64),
+    UpToDate,
+    WouldCopy,
+}

@@ -1,0 +1,102 @@
+//! Turning the config's registry settings into [`Registry`] clients, one per host.
+
+use super::SyncError;
+use crate::config::{is_ecr_host, Config};
+use crate::ecr::{EcrApi, EcrTokens};
+use crate::registry::{Credentials, Registry, RegistryOptions};
+use crate::retry::RetryPolicy;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// The run's registry clients and the lazily loaded ECR API.
+pub struct Registries {
+    config: Config,
+    retry: RetryPolicy,
+    clients: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
+    ecr: OnceCell<Arc<EcrApi>>,
+}
+
+impl Registries {
+    /// Clients for the registries `config` names, made on first use.
+    pub fn new(config: &Config, retry: RetryPolicy) -> Self {
+        Registries {
+            config: config.clone(),
+            retry,
+            clients: Default::default(),
+            ecr: OnceCell::new(),
+        }
+    }
+
+    /// The ECR API, loading AWS settings on first use (so runs without ECR never touch them).
+    pub async fn ecr(&self) -> Arc<EcrApi> {
+        self.ecr.get_or_init(EcrApi::load).await.clone()
+    }
+
+    /// Every client made so far, by host.
+    pub fn all(&self) -> Vec<Arc<Registry>> {
+        self.clients.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The client for `host`.
+    pub async fn get(&self, host: &str) -> Result<Arc<Registry>, SyncError> {
+        if let Some(r) = self.clients.lock().unwrap().get(host) {
+            return Ok(r.clone());
+        }
+        let settings = self.config.registry(host);
+        let base_url = match &settings.endpoint {
+            Some(e) => e.clone(),
+            None if settings.plain_http => format!("http://{host}"),
+            None => format!("https://{host}"),
+        };
+        let ca_pem = match &settings.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                SyncError::Setup(format!(
+                    "registries.{host}.ca_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let credentials = match (&settings.username_env, &settings.password_env) {
+            (Some(u), Some(p)) => {
+                let read = |name: &str| {
+                    std::env::var(name).map_err(|_| {
+                        SyncError::Setup(format!(
+                            "registries.{host}: environment variable {name} is not set"
+                        ))
+                    })
+                };
+                Credentials::Basic {
+                    username: read(u)?,
+                    password: read(p)?,
+                }
+            }
+            _ if settings.uses_ecr_auth(host) => {
+                let ecr_host = is_ecr_host(host).ok_or_else(|| {
+                    SyncError::Setup(format!(
+                        "registries.{host}.ecr_auth: {host} is not an ECR registry host"
+                    ))
+                })?;
+                Credentials::Ecr(EcrTokens::new(self.ecr().await, ecr_host))
+            }
+            _ => Credentials::Anonymous,
+        };
+        let registry = Registry::new(RegistryOptions {
+            host: host.to_string(),
+            base_url,
+            ca_pem,
+            credentials,
+            retry: self.retry.clone(),
+        })
+        .map_err(|e| SyncError::Setup(format!("registries.{host}: {e}")))?;
+        let registry = Arc::new(registry);
+        let mut clients = self.clients.lock().unwrap();
+        Ok(clients.entry(host.to_string()).or_insert(registry).clone())
+    }
+
+    /// Whether the ECR control plane should be used for `host`.
+    pub fn is_ecr(&self, host: &str) -> bool {
+        is_ecr_host(host).is_some() && self.config.registry(host).uses_ecr_auth(host)
+    }
+}

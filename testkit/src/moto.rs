@@ -1,0 +1,69 @@
+//! A moto server (`moto_server`) from the project's virtualenv on a free loopback port.
+//! The virtualenv is `$ECR_SYNC_VENV`, else `.venv` at the workspace root; `scripts/test.sh`
+//! creates it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A running moto server, killed on drop.
+pub struct MotoProcess {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+}
+
+/// Where `moto_server` is expected.
+pub fn moto_binary() -> PathBuf {
+    let venv = std::env::var_os("ECR_SYNC_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    venv.join("bin/moto_server")
+}
+
+impl MotoProcess {
+    /// Starts moto and waits until it answers.
+    pub async fn start() -> MotoProcess {
+        let bin = moto_binary();
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/test.sh (it creates the virtualenv with moto[server])",
+            bin.display()
+        );
+        let port = crate::free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let m = MotoProcess { port, child };
+        crate::wait_until_up(&m.endpoint(), 60, &reqwest::Client::new()).await;
+        m
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Environment for a child process to use this moto with dummy credentials.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let e = self.endpoint();
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AWS_ENDPOINT_URL".into(), e.clone()),
+            ("AWS_ENDPOINT_URL_ECR".into(), e.clone()),
+            ("AWS_ENDPOINT_URL_S3".into(), e),
+        ]
+    }
+}
+
+impl Drop for MotoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,197 @@
+//! A counting, fault-injecting HTTP proxy for one upstream registry. Every request is recorded
+//! (method and path); faults are injected by request number so retries see fresh draws:
+//! connection resets, 500s, 429 with `Retry-After: 1`, and corrupted blob bodies.
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, BodyStream, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Which faults to inject. `0` disables one; `n` hits every n-th request.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Close the connection without answering.
+    pub reset_every: u64,
+    /// Answer 500.
+    pub error_every: u64,
+    /// Answer 429 with `Retry-After: 1`.
+    pub throttle_every: u64,
+    /// Flip one byte in every blob GET body (same length: only a digest check can tell).
+    pub corrupt_blobs: bool,
+}
+
+struct State {
+    upstream: String,
+    own: String,
+    faults: Mutex<Faults>,
+    n: AtomicU64,
+    seen: Mutex<Vec<(String, String)>>,
+    client: reqwest::Client,
+}
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(status: u16, headers: &[(&str, &str)]) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+    .unwrap()
+}
+
+async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>, std::io::Error> {
+    let n = st.n.fetch_add(1, Ordering::SeqCst) + 1;
+    let method = req.method().clone();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    st.seen
+        .lock()
+        .unwrap()
+        .push((method.to_string(), pq.clone()));
+    let faults = st.faults.lock().unwrap().clone();
+    let hit = |every: u64| every > 0 && n % every == 0;
+    if hit(faults.reset_every) {
+        return Err(std::io::Error::other("injected connection reset"));
+    }
+    if hit(faults.error_every) {
+        return Ok(full(500, &[]));
+    }
+    if hit(faults.throttle_every) {
+        return Ok(full(429, &[("retry-after", "1")]));
+    }
+    let mut rb = st
+        .client
+        .request(method.clone(), format!("{}{pq}", st.upstream));
+    for (k, v) in req.headers() {
+        if !matches!(
+            k.as_str(),
+            "host" | "connection" | "transfer-encoding" | "keep-alive"
+        ) {
+            rb = rb.header(k, v);
+        }
+    }
+    let body =
+        BodyStream::new(req.into_body()).try_filter_map(|f| async move { Ok(f.into_data().ok()) });
+    let resp = rb
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut out = Response::builder().status(resp.status().as_u16());
+    for (k, v) in resp.headers() {
+        if matches!(
+            k.as_str(),
+            "connection" | "transfer-encoding" | "keep-alive"
+        ) {
+            continue;
+        }
+        if k.as_str() == "location" {
+            let rewritten = v.to_str().unwrap_or("").replace(&st.upstream, &st.own);
+            out = out.header(k, rewritten);
+        } else {
+            out = out.header(k, v);
+        }
+    }
+    let corrupt =
+        faults.corrupt_blobs && method == hyper::Method::GET && pq.contains("/blobs/sha256:");
+    let mut first = true;
+    let stream = resp.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if corrupt && first && !chunk.is_empty() {
+            first = false;
+            let mut v = chunk.to_vec();
+            v[0] ^= 0xff;
+            return Ok(Frame::data(Bytes::from(v)));
+        }
+        Ok(Frame::data(chunk))
+    });
+    Ok(out.body(BodyExt::boxed(StreamBody::new(stream))).unwrap())
+}
+
+impl Proxy {
+    /// Starts a proxy in front of `upstream` (`http://127.0.0.1:PORT`).
+    pub async fn start(upstream: &str, faults: Faults) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            own: format!("http://127.0.0.1:{port}"),
+            faults: Mutex::new(faults),
+            n: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Proxy { port, state, task }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Every request seen so far, as (method, path and query).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests seen so far.
+    pub fn reset_counts(&self) {
+        self.state.seen.lock().unwrap().clear();
+    }
+
+    /// Requests whose path contains `/blobs/` (GET, HEAD, uploads, mounts, PUTs).
+    pub fn blob_requests(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(_, p)| p.contains("/blobs/"))
+            .count()
+    }
+
+    /// Changes the faults from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().unwrap() = faults;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,186 @@
+//! A `docker-registry` process on 127.0.0.1 with its own config, storage and (optionally) TLS and
+//! htpasswd auth. Killed and reaped on drop — exactly the process started, nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+/// Options for a registry.
+#[derive(Debug, Default, Clone)]
+pub struct RegistryOpts {
+    /// Serve HTTPS with a fresh CA (see [`RegistryProcess::ca_file`]).
+    pub tls: bool,
+    /// Require Basic auth with this user and password (bcrypt htpasswd).
+    pub htpasswd: Option<(String, String)>,
+    /// Write an access log to `access.log` in the registry's directory.
+    pub access_log: bool,
+}
+
+/// A running registry.
+pub struct RegistryProcess {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+    tls: bool,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1/localhost in `dir` with the openssl CLI.
+fn make_certs(dir: &Path) {
+    let ext = dir.join("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(Command::new("openssl").current_dir(dir).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=ecr-sync test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]));
+    run(Command::new("openssl").current_dir(dir).args([
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]));
+    run(Command::new("openssl").current_dir(dir).args([
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "3",
+        "-extfile",
+        "ext.cnf",
+    ]));
+}
+
+impl RegistryProcess {
+    /// Starts a registry and waits until it answers.
+    pub async fn start(opts: RegistryOpts) -> RegistryProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: ecr-sync-test\n",
+            !opts.access_log,
+            dir.path().join("data").display()
+        );
+        if opts.tls {
+            make_certs(dir.path());
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("server.pem").display(),
+                dir.path().join("server.key").display()
+            ));
+        }
+        if let Some((user, pass)) = &opts.htpasswd {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (apache2-utils) is installed");
+            assert!(out.status.success());
+            std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: ecr-sync-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed (apt-get install docker-registry)");
+        let reg = RegistryProcess {
+            port,
+            child,
+            dir,
+            tls: opts.tls,
+        };
+        let client = reg.client();
+        crate::wait_until_up(&format!("{}/v2/", reg.url()), 20, &client).await;
+        reg
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http(s)://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            if self.tls { "https" } else { "http" },
+            self.port
+        )
+    }
+
+    /// The CA certificate (PEM) a client must trust, for TLS registries.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The registry's stdout/stderr (access log when enabled).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// A reqwest client that trusts this registry's CA.
+    pub fn client(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder();
+        if self.tls {
+            let pem = std::fs::read(self.ca_file()).unwrap();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
