@@ -289,19 +289,23 @@ impl Stream for Verifying {
                     return self.fail(Verdict::Mismatch { actual });
                 }
                 self.hasher.as_mut().expect("checked above").update(&chunk);
-                self.progress
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if self.seen == self.size {
+                    // Check before handing over the last bytes: once the whole length is sent the
+                    // HTTP client may finish the request without polling us again.
+                    let actual = self.hasher.take().expect("checked above").finish();
+                    if actual != self.expected {
+                        return self.fail(Verdict::Mismatch { actual: actual.to_string() });
+                    }
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => self.fail(Verdict::Source(e.to_string())),
             Poll::Ready(None) => {
+                // Only reached with fewer bytes than the descriptor's size (or a zero-size blob).
                 let actual = self.hasher.take().expect("checked above").finish();
-                if actual != self.expected || self.seen != self.size {
-                    let actual = if self.seen != self.size {
-                        format!("{actual} ({} of {} bytes)", self.seen, self.size)
-                    } else {
-                        actual.to_string()
-                    };
+                if self.seen != self.size || actual != self.expected {
+                    let actual = format!("{actual} ({} of {} bytes)", self.seen, self.size);
                     return self.fail(Verdict::Mismatch { actual });
                 }
                 Poll::Ready(None)

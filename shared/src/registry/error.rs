@@ -97,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized { .. } => "auth",
             ErrorKind::NotFound { .. } => "not_found",
             ErrorKind::DigestMismatch { .. } => "digest_mismatch",
+            ErrorKind::Status { code: Some(c), .. } if c == "DIGEST_INVALID" => "digest_mismatch",
             ErrorKind::Protocol(_) => "protocol",
             _ => "rejected",
         }

@@ -43,7 +43,7 @@ pub enum SyncError {
 }
 
 /// Run options beyond the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     /// Plan only: read both sides, write nothing.
     pub dry_run: bool,
@@ -53,17 +53,6 @@ pub struct SyncOptions {
     pub retry: RetryPolicy,
     /// Named in the ledger's run row (the config's location).
     pub config_source: String,
-}
-
-impl Default for SyncOptions {
-    fn default() -> Self {
-        SyncOptions {
-            dry_run: false,
-            jobs: None,
-            retry: RetryPolicy::default(),
-            config_source: String::new(),
-        }
-    }
 }
 
 /// What the destination repository holds before the run.
@@ -119,6 +108,11 @@ pub async fn run(
         })?,
     };
     let dst = registries.get(&dst_host).await?;
+    // Make every source client now, so a missing credential variable or CA file stops the run
+    // before anything is copied.
+    for repo in &config.repos {
+        registries.get(&repo.source.registry).await?;
+    }
     let job_limit = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
     let blobs = BlobMover::new(
         config.concurrency.blobs,
