@@ -170,10 +170,13 @@ impl EcrApi {
         let (user, pass) = text
             .split_once(':')
             .ok_or_else(|| bad("token is not user:password"))?;
+        // A stated expiry already in the past (clock skew, or moto's fixed 2015 date) would make
+        // every request fetch a new token; assume an hour instead.
         let expires = data
             .expires_at()
             .and_then(|t| SystemTime::try_from(*t).ok())
-            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(12 * 3600));
+            .filter(|t| *t > SystemTime::now() + TOKEN_REFRESH_MARGIN)
+            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
         Ok((user.to_string(), pass.to_string(), expires))
     }
 

@@ -289,13 +289,16 @@ impl Stream for Verifying {
                     return self.fail(Verdict::Mismatch { actual });
                 }
                 self.hasher.as_mut().expect("checked above").update(&chunk);
-                self.progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.progress
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if self.seen == self.size {
                     // Check before handing over the last bytes: once the whole length is sent the
                     // HTTP client may finish the request without polling us again.
                     let actual = self.hasher.take().expect("checked above").finish();
                     if actual != self.expected {
-                        return self.fail(Verdict::Mismatch { actual: actual.to_string() });
+                        return self.fail(Verdict::Mismatch {
+                            actual: actual.to_string(),
+                        });
                     }
                 }
                 Poll::Ready(Some(Ok(chunk)))
