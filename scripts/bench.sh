@@ -23,13 +23,13 @@ ntags=$((SMALL_REPOS * SMALL_TAGS))
 
 # --- small images
 sync_config "$WORK/small.json" "$REG_SRC" "$REG_DST1" "${small_repos[@]}"
-t0=$(now); $BIN sync --config "$WORK/small.json" --ledger "$WORK/l.db" --report "$WORK/small-cold.json" --no-progress >/dev/null 2>&1; t1=$(now)
+t0=$(now); $BIN sync --config "$WORK/small.json" --ledger "$WORK/l.db" --report "$WORK/small-cold.json" --no-progress >"$WORK/small-cold.log" 2>&1 || { tail -5 "$WORK/small-cold.log"; exit 1; }; t1=$(now)
 ours_small_cold=$(elapsed "$t0" "$t1")
-t0=$(now); $BIN sync --config "$WORK/small.json" --ledger "$WORK/l.db" --report "$WORK/small-warm.json" --no-progress >/dev/null 2>&1; t1=$(now)
+t0=$(now); $BIN sync --config "$WORK/small.json" --ledger "$WORK/l.db" --report "$WORK/small-warm.json" --no-progress >"$WORK/small-warm.log" 2>&1 || { tail -5 "$WORK/small-warm.log"; exit 1; }; t1=$(now)
 ours_small_warm=$(elapsed "$t0" "$t1")
 skopeo_sync() {
   for r in "${small_repos[@]}"; do
-    skopeo sync -q --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false "$REG_SRC/$r" "$REG_DST2/${r%/*}" >/dev/null 2>&1
+    skopeo sync --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false "$REG_SRC/$r" "$REG_DST2/${r%/*}" >"$WORK/skopeo.log" 2>&1 || { tail -5 "$WORK/skopeo.log"; exit 1; }
   done
 }
 t0=$(now); skopeo_sync; t1=$(now); skopeo_small_cold=$(elapsed "$t0" "$t1")
@@ -37,9 +37,9 @@ t0=$(now); skopeo_sync; t1=$(now); skopeo_small_warm=$(elapsed "$t0" "$t1")
 
 # --- big layer
 sync_config "$WORK/big.json" "$REG_SRC" "$REG_DST1" bench/big
-t0=$(now); $BIN sync --config "$WORK/big.json" --ledger "$WORK/l.db" --report "$WORK/big.json.report" --no-progress >/dev/null 2>&1; t1=$(now)
+t0=$(now); $BIN sync --config "$WORK/big.json" --ledger "$WORK/l.db" --report "$WORK/big.json.report" --no-progress >"$WORK/big.log" 2>&1 || { tail -5 "$WORK/big.log"; exit 1; }; t1=$(now)
 ours_big=$(elapsed "$t0" "$t1")
-t0=$(now); skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG_SRC/bench/big:v1" "docker://$REG_DST2/bench/big:v1" >/dev/null 2>&1; t1=$(now)
+t0=$(now); skopeo copy --src-tls-verify=false --dest-tls-verify=false "docker://$REG_SRC/bench/big:v1" "docker://$REG_DST2/bench/big:v1" >"$WORK/skopeo-big.log" 2>&1; t1=$(now)
 skopeo_big=$(elapsed "$t0" "$t1")
 digest=$(curl -fsS -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG_SRC/v2/bench/big/manifests/v1" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(max(m["layers"], key=lambda l: l["size"])["digest"])')
 t0=$(now)

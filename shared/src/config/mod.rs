@@ -56,7 +56,7 @@ use crate::tag_filter::TagFilter;
 pub const DEFAULT_JOBS: usize = 16;
 /// Upper bound for `concurrency.jobs`; more only adds throttling.
 pub const MAX_JOBS: usize = 256;
-/// Concurrent blob transfers per job when `concurrency.blobs` is not set.
+/// Concurrent blob transfers per process when `concurrency.blobs` is not set.
 pub const DEFAULT_BLOBS: usize = 8;
 /// Upper bound for `concurrency.blobs`.
 pub const MAX_BLOBS: usize = 64;
@@ -185,7 +185,7 @@ impl RegistrySettings {
 pub struct Concurrency {
     /// Copy jobs in flight per process, 1..=[`MAX_JOBS`] (default [`DEFAULT_JOBS`]).
     pub jobs: usize,
-    /// Blob transfers in flight per job, 1..=[`MAX_BLOBS`] (default [`DEFAULT_BLOBS`]).
+    /// Blob transfers in flight per process (shared by all jobs), 1..=[`MAX_BLOBS`] (default [`DEFAULT_BLOBS`]).
     pub blobs: usize,
 }
 
