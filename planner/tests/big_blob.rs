@@ -16,7 +16,16 @@ async fn a_512_mib_layer_copies_with_bounded_memory_and_the_right_digest() {
     let dst = RegistryProcess::start(RegistryOpts::default()).await;
     let s = seed::Seeder::new(reqwest::Client::new(), &src.url(), None);
     let layer = s.big_blob("big/layer", 42, SIZE).await.unwrap();
-    let image = s.image("big/layer", Some("v1"), vec![], &[(layer.clone(), SIZE)], ("linux", "amd64")).await.unwrap();
+    let image = s
+        .image(
+            "big/layer",
+            Some("v1"),
+            vec![],
+            &[(layer.clone(), SIZE)],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
     let cfg = json!({
         "repos": [{ "source": format!("{}/big/layer", src.host()) }],
         "destination_registry": dst.host(),
@@ -28,7 +37,14 @@ async fn a_512_mib_layer_copies_with_bounded_memory_and_the_right_digest() {
     let rss = run.report()["peak_rss_bytes"].as_u64().unwrap();
     assert!(rss < RSS_CEILING, "peak RSS {rss} bytes");
     assert_eq!(skopeo_raw(&dst.host(), "big/layer", "v1"), image.bytes);
-    let head = reqwest::Client::new().head(format!("{}/v2/big/layer/blobs/{layer}", dst.url())).send().await.unwrap();
+    let head = reqwest::Client::new()
+        .head(format!("{}/v2/big/layer/blobs/{layer}", dst.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status().as_u16(), 200);
-    assert_eq!(head.headers()["content-length"].to_str().unwrap(), SIZE.to_string());
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        SIZE.to_string()
+    );
 }

@@ -36,7 +36,15 @@ enum Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli::Seed { registry, prefix, repos, tags, layer_bytes, multi_arch, big_mib } = Cli::parse();
+    let Cli::Seed {
+        registry,
+        prefix,
+        repos,
+        tags,
+        layer_bytes,
+        multi_arch,
+        big_mib,
+    } = Cli::parse();
     let seeder = Seeder::new(reqwest::Client::new(), &registry, None);
     let mut n = 0u64;
     for r in 0..repos {
@@ -47,7 +55,15 @@ async fn main() -> anyhow::Result<()> {
             let (seeder, repo) = (&seeder, repo.clone());
             pending.push(async move {
                 let layer = noise(n * 7919 + 1, layer_bytes);
-                seeder.image(&repo, Some(&format!("v{t}")), vec![layer], &[], ("linux", "amd64")).await
+                seeder
+                    .image(
+                        &repo,
+                        Some(&format!("v{t}")),
+                        vec![layer],
+                        &[],
+                        ("linux", "amd64"),
+                    )
+                    .await
             });
             if pending.len() == 16 {
                 for r in futures_util::future::join_all(pending.drain(..)).await {
@@ -60,15 +76,28 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if multi_arch {
-        seeder.multi_arch(&format!("{prefix}/multiarch"), "v1", 77).await?;
+        seeder
+            .multi_arch(&format!("{prefix}/multiarch"), "v1", 77)
+            .await?;
     }
     if big_mib > 0 {
         let repo = format!("{prefix}/big");
         let size = big_mib * 1024 * 1024;
         let digest = seeder.big_blob(&repo, 4242, size).await?;
-        seeder.image(&repo, Some("v1"), vec![], &[(digest.clone(), size)], ("linux", "amd64")).await?;
+        seeder
+            .image(
+                &repo,
+                Some("v1"),
+                vec![],
+                &[(digest.clone(), size)],
+                ("linux", "amd64"),
+            )
+            .await?;
         println!("big layer {digest} ({size} bytes)");
     }
-    println!("seeded {} small images in {repos} repositories under {prefix}/", repos * tags);
+    println!(
+        "seeded {} small images in {repos} repositories under {prefix}/",
+        repos * tags
+    );
     Ok(())
 }
