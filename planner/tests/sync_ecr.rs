@@ -168,3 +168,47 @@ async fn an_ecr_source_is_listed_through_describe_images_and_authenticated_with_
         "tags and digests came from DescribeImages"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_is_loaded_from_s3() {
+    let moto = MotoProcess::start().await;
+    let http = reqwest::Client::new();
+    assert!(http
+        .put(format!("{}/cfg-bucket", moto.endpoint()))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let cfg = json!({ "repos": [{ "source": "registry.example.com/team/app", "tags": ["v1.*"] }], "destination_registry": "127.0.0.1:5999" });
+    let put = http
+        .put(format!(
+            "{}/cfg-bucket/ecr-sync/config.json",
+            moto.endpoint()
+        ))
+        .body(cfg.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let ok = planner(
+        &[
+            "validate".into(),
+            "--config".into(),
+            "s3://cfg-bucket/ecr-sync/config.json".into(),
+        ],
+        &moto.env(),
+    );
+    ok.assert_code(0);
+    assert!(ok.stdout.contains("1 repositories"), "{}", ok.stdout);
+    let missing = planner(
+        &[
+            "validate".into(),
+            "--config".into(),
+            "s3://cfg-bucket/nope.json".into(),
+        ],
+        &moto.env(),
+    );
+    missing.assert_code(2);
+    assert!(missing.stderr.contains("nope.json"), "{}", missing.stderr);
+}
