@@ -25,8 +25,14 @@ if [ ! -x "$ECR_SYNC_VENV/bin/moto_server" ]; then
 fi
 
 cargo build --workspace --all-targets
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 
 if [ -x infra/test/run.sh ]; then
-  infra/test/run.sh
+  infra/test/run.sh 2>&1 | tee -a "$log"
 fi
+
+# One closing line for the whole suite (cargo's own last line is the doc-test run).
+awk '/^test result:/ { p += $4; f += $6 } /^infra: [0-9]+ passed/ { p += $2; f += $4 }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
