@@ -35,4 +35,4 @@ fi
 
 # One closing line for the whole suite (cargo's own last line is the doc-test run).
 awk '/^test result:/ { p += $4; f += $6 } /^infra: [0-9]+ passed/ { p += $2; f += $4 }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
