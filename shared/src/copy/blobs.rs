@@ -20,45 +20,57 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{watch, Semaphore};
 
-enum Slot {
-    /// A transfer is running; the sender is dropped when it ends.
-    Busy(watch::Receiver<()>),
-    /// Destination repositories known to hold the blob.
-    Held(Vec<String>),
+/// One operation that others needing the same result wait for instead of repeating.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Flight {
+    /// Pulling the blob from the source into some destination repository.
+    Pull(Digest),
+    /// Mounting the blob into this destination repository. Concurrent mounts of one blob into
+    /// one repository are wasted requests, and distribution's filesystem driver can even answer
+    /// a manifest PUT with DIGEST_INVALID while another mount rewrites the blob's link file.
+    Mount(Digest, String),
+}
+
+#[derive(Default)]
+struct Slots {
+    /// Destination repositories known to hold each blob.
+    held: HashMap<Digest, Vec<String>>,
+    /// Operations in flight; the sender side is dropped when one ends.
+    flights: HashMap<Flight, watch::Receiver<()>>,
 }
 
 /// Single-flight blob transfers into one destination registry.
 pub struct BlobMover {
-    slots: Mutex<HashMap<Digest, Slot>>,
+    slots: Mutex<Slots>,
     transfers: Semaphore,
     retry: RetryPolicy,
     bytes: Arc<AtomicU64>,
 }
 
-/// Removes a `Busy` slot if its leader goes away without finishing (cancelled job), so waiters
-/// take over instead of waiting forever.
-struct Lead<'a> {
+/// Ends a flight when dropped — finished, failed or cancelled — so its waiters look again
+/// instead of waiting forever.
+struct FlightGuard<'a> {
     mover: &'a BlobMover,
-    digest: Digest,
-    done: bool,
+    flight: Flight,
+    _done: watch::Sender<()>,
 }
 
-impl Drop for Lead<'_> {
+impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let mut slots = self.mover.slots.lock().unwrap();
-            if matches!(slots.get(&self.digest), Some(Slot::Busy(_))) {
-                slots.remove(&self.digest);
-            }
-        }
+        self.mover
+            .slots
+            .lock()
+            .unwrap()
+            .flights
+            .remove(&self.flight);
     }
 }
 
-enum Next {
+enum Next<'a> {
     Done,
-    Mount(String),
     Wait(watch::Receiver<()>),
-    Lead(watch::Sender<()>),
+    Mount(String, FlightGuard<'a>),
+    Pull(FlightGuard<'a>),
 }
 
 impl BlobMover {
@@ -66,7 +78,7 @@ impl BlobMover {
     /// Streamed bytes are added to `bytes` as they pass.
     pub fn new(max_transfers: usize, retry: RetryPolicy, bytes: Arc<AtomicU64>) -> Self {
         BlobMover {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             transfers: Semaphore::new(max_transfers.max(1)),
             retry,
             bytes,
@@ -75,15 +87,36 @@ impl BlobMover {
 
     fn record(&self, digest: &Digest, repo: &str) {
         let mut slots = self.slots.lock().unwrap();
-        match slots.get_mut(digest) {
-            Some(Slot::Held(repos)) => {
-                if !repos.iter().any(|r| r == repo) {
-                    repos.push(repo.to_string());
-                }
-            }
-            _ => {
-                slots.insert(digest.clone(), Slot::Held(vec![repo.to_string()]));
-            }
+        let repos = slots.held.entry(digest.clone()).or_default();
+        if !repos.iter().any(|r| r == repo) {
+            repos.push(repo.to_string());
+        }
+    }
+
+    /// What to do next for `digest` in `dst_repo`, claiming a flight when it is ours to run.
+    fn next(&self, digest: &Digest, dst_repo: &str) -> Next<'_> {
+        let mut slots = self.slots.lock().unwrap();
+        let held = slots.held.get(digest).cloned().unwrap_or_default();
+        if held.iter().any(|r| r == dst_repo) {
+            return Next::Done;
+        }
+        let flight = match held.first() {
+            Some(_) => Flight::Mount(digest.clone(), dst_repo.to_string()),
+            None => Flight::Pull(digest.clone()),
+        };
+        if let Some(rx) = slots.flights.get(&flight) {
+            return Next::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        slots.flights.insert(flight.clone(), rx);
+        let guard = FlightGuard {
+            mover: self,
+            flight,
+            _done: tx,
+        };
+        match held.into_iter().next() {
+            Some(from) => Next::Mount(from, guard),
+            None => Next::Pull(guard),
         }
     }
 
@@ -100,28 +133,14 @@ impl BlobMover {
     ) -> Result<u64, CopyError> {
         let digest = &blob.digest;
         loop {
-            let next = {
-                let mut slots = self.slots.lock().unwrap();
-                match slots.get(digest) {
-                    Some(Slot::Held(repos)) if repos.iter().any(|r| r == dst_repo) => Next::Done,
-                    Some(Slot::Held(repos)) => Next::Mount(repos[0].clone()),
-                    Some(Slot::Busy(rx)) => Next::Wait(rx.clone()),
-                    None => {
-                        let (tx, rx) = watch::channel(());
-                        slots.insert(digest.clone(), Slot::Busy(rx));
-                        Next::Lead(tx)
-                    }
-                }
-            };
-            match next {
+            match self.next(digest, dst_repo) {
                 Next::Done => return Ok(0),
                 Next::Wait(mut rx) => {
-                    // Returns when the leader finishes (its sender is dropped); then look again.
+                    // Returns when the flight ends (its sender is dropped); then look again.
                     let _ = rx.changed().await;
                 }
-                Next::Mount(from) => {
-                    let started = dst.start_upload(dst_repo, Some((digest, &from))).await?;
-                    let moved = match started {
+                Next::Mount(from, _guard) => {
+                    let moved = match dst.start_upload(dst_repo, Some((digest, &from))).await? {
                         Mount::Mounted => 0,
                         // The registry declined the mount (ECR without mounting enabled, say):
                         // use the session it opened to upload.
@@ -133,32 +152,15 @@ impl BlobMover {
                     self.record(digest, dst_repo);
                     return Ok(moved);
                 }
-                Next::Lead(tx) => {
-                    let mut lead = Lead {
-                        mover: self,
-                        digest: digest.clone(),
-                        done: false,
-                    };
-                    let result = async {
-                        if probe && dst.has_blob(dst_repo, digest).await? {
-                            return Ok(0);
-                        }
+                Next::Pull(_guard) => {
+                    let moved = if probe && dst.has_blob(dst_repo, digest).await? {
+                        0
+                    } else {
                         self.transfer(src, src_repo, dst, dst_repo, blob, None)
-                            .await
-                    }
-                    .await;
-                    {
-                        let mut slots = self.slots.lock().unwrap();
-                        match &result {
-                            Ok(_) => {
-                                slots.insert(digest.clone(), Slot::Held(vec![dst_repo.to_string()]))
-                            }
-                            Err(_) => slots.remove(digest),
-                        };
-                    }
-                    lead.done = true;
-                    drop(tx);
-                    return result;
+                            .await?
+                    };
+                    self.record(digest, dst_repo);
+                    return Ok(moved);
                 }
             }
         }

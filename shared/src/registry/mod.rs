@@ -293,6 +293,27 @@ impl Registry {
         }
     }
 
+    /// Like [`Registry::send`], with 404 read as `None`.
+    async fn send_opt<F>(
+        &self,
+        op: &'static str,
+        url: &str,
+        scope: &str,
+        build: F,
+    ) -> Result<Option<Response>, RegistryError>
+    where
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        match self.send(op, url, scope, build).await {
+            Ok(r) => Ok(Some(r)),
+            Err(RegistryError {
+                kind: ErrorKind::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// All tags of `repo`, following `Link` pagination; `None` when the repository does not exist.
     pub async fn list_tags(&self, repo: &str) -> Result<Option<Vec<String>>, RegistryError> {
         #[derive(serde::Deserialize)]
@@ -303,13 +324,11 @@ impl Registry {
         let mut url = self.url(&format!("/v2/{repo}/tags/list?n={TAG_PAGE_SIZE}"));
         let mut tags = Vec::new();
         loop {
-            let resp = match self.send("GET tags", &url, &scope, |c| c.get(&url)).await {
-                Ok(r) => r,
-                Err(RegistryError {
-                    kind: ErrorKind::NotFound { .. },
-                    ..
-                }) => return Ok(None),
-                Err(e) => return Err(e),
+            let Some(resp) = self
+                .send_opt("GET tags", &url, &scope, |c| c.get(&url))
+                .await?
+            else {
+                return Ok(None);
             };
             let next = next_link(resp.headers());
             let body = resp
@@ -337,18 +356,13 @@ impl Registry {
     ) -> Result<Option<Manifest>, RegistryError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let op = "GET manifest";
-        let resp = match self
-            .send(op, &url, &pull_scope(repo), |c| {
+        let Some(resp) = self
+            .send_opt(op, &url, &pull_scope(repo), |c| {
                 c.get(&url).header(ACCEPT, manifest::ACCEPT)
             })
-            .await
-        {
-            Ok(r) => r,
-            Err(RegistryError {
-                kind: ErrorKind::NotFound { .. },
-                ..
-            }) => return Ok(None),
-            Err(e) => return Err(e),
+            .await?
+        else {
+            return Ok(None);
         };
         let content_type = resp
             .headers()
@@ -398,18 +412,13 @@ impl Registry {
     ) -> Result<Option<Digest>, RegistryError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let op = "HEAD manifest";
-        let resp = match self
-            .send(op, &url, &pull_scope(repo), |c| {
+        let Some(resp) = self
+            .send_opt(op, &url, &pull_scope(repo), |c| {
                 c.head(&url).header(ACCEPT, manifest::ACCEPT)
             })
-            .await
-        {
-            Ok(r) => r,
-            Err(RegistryError {
-                kind: ErrorKind::NotFound { .. },
-                ..
-            }) => return Ok(None),
-            Err(e) => return Err(e),
+            .await?
+        else {
+            return Ok(None);
         };
         match resp
             .headers()
@@ -447,17 +456,10 @@ impl Registry {
     pub async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         self.counts.blob.fetch_add(1, Ordering::Relaxed);
-        match self
-            .send("HEAD blob", &url, &pull_scope(repo), |c| c.head(&url))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(RegistryError {
-                kind: ErrorKind::NotFound { .. },
-                ..
-            }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let found = self
+            .send_opt("HEAD blob", &url, &pull_scope(repo), |c| c.head(&url))
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Opens an upload to `repo`, first asking the registry to mount the blob from `from` (another
