@@ -2,7 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub use ecr_sync_testkit::{
@@ -158,8 +158,4 @@ pub fn skopeo_raw(host: &str, repo: &str, reference: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }

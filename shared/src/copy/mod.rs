@@ -91,7 +91,7 @@ impl ImageCopy<'_> {
     async fn content(&self, m: &Manifest) -> Result<u64, CopyError> {
         match manifest::contents(&m.media_type, &m.bytes)? {
             Contents::Image { blobs } => {
-                let results = futures_util::future::join_all(blobs.iter().map(|b| {
+                total(blobs.iter().map(|b| {
                     self.blobs.ensure(
                         self.src,
                         self.src_repo,
@@ -101,22 +101,9 @@ impl ImageCopy<'_> {
                         self.probe,
                     )
                 }))
-                .await;
-                let mut moved = 0;
-                for r in results {
-                    moved += r?;
-                }
-                Ok(moved)
+                .await
             }
-            Contents::Index { children } => {
-                let results =
-                    futures_util::future::join_all(children.iter().map(|c| self.child(c))).await;
-                let mut moved = 0;
-                for r in results {
-                    moved += r?;
-                }
-                Ok(moved)
-            }
+            Contents::Index { children } => total(children.iter().map(|c| self.child(c))).await,
         }
     }
 
@@ -142,4 +129,16 @@ impl ImageCopy<'_> {
         self.dst.put_manifest(self.dst_repo, digest, &m).await?;
         Ok(moved)
     }
+}
+
+/// Runs the copies concurrently and adds up the bytes they moved; the first error wins.
+async fn total<F>(copies: impl Iterator<Item = F>) -> Result<u64, CopyError>
+where
+    F: std::future::Future<Output = Result<u64, CopyError>>,
+{
+    let mut moved = 0;
+    for r in futures_util::future::join_all(copies).await {
+        moved += r?;
+    }
+    Ok(moved)
 }
