@@ -12,9 +12,9 @@ use std::sync::Mutex;
 pub struct LedgerError {
     /// The database file.
     pub path: String,
-    /// SQLite's error.
+    /// What failed: SQLite, or creating the file's directory.
     #[source]
-    pub source: rusqlite::Error,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// One job's outcome as stored.
@@ -77,13 +77,15 @@ CREATE INDEX IF NOT EXISTS jobs_by_destination ON jobs(destination, updated_at);
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path`, with its parent directory.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        let err = |source| LedgerError {
+        let err = |source: rusqlite::Error| LedgerError {
             path: path.display().to_string(),
-            source,
+            source: source.into(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError {
+                path: path.display().to_string(),
+                source: e.into(),
+            })?;
         }
         let conn = Connection::open(path).map_err(err)?;
         conn.execute_batch(
@@ -112,7 +114,7 @@ impl Ledger {
     fn err(&self, source: rusqlite::Error) -> LedgerError {
         LedgerError {
             path: self.path.display().to_string(),
-            source,
+            source: source.into(),
         }
     }
 
