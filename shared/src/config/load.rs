@@ -15,15 +15,22 @@ use super::{Config, ConfigError};
 /// Every failure is a [`ConfigError`]: unreadable (missing file, S3 error, not UTF-8), not JSON,
 /// or invalid (every problem listed).
 pub async fn load(location: &str) -> Result<Config, ConfigError> {
+    load_versioned(location).await.map(|(config, _)| config)
+}
+
+/// Like [`load`], and also names the version read: the S3 object's version id (or its ETag in
+/// an unversioned bucket), or `sha256:` and the first 16 hex digits of a local file's bytes.
+/// Runs record it, so an operator can tell which config planned them.
+pub async fn load_versioned(location: &str) -> Result<(Config, String), ConfigError> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, key) = parse_s3(rest).ok_or_else(|| {
             ConfigError::unreadable(location, "an S3 location must look like s3://bucket/key")
         })?;
-        let bytes = read_s3(bucket, key)
+        let (bytes, version) = read_s3(bucket, key)
             .await
             .map_err(|message| ConfigError::unreadable(location, message))?;
         let text = utf8(location, bytes)?;
-        return Config::from_json(&text, location, None);
+        return Ok((Config::from_json(&text, location, None)?, version));
     }
     if location.is_empty() {
         return Err(ConfigError::unreadable(
@@ -40,9 +47,10 @@ pub async fn load(location: &str) -> Result<Config, ConfigError> {
     let bytes = tokio::fs::read(location)
         .await
         .map_err(|err| ConfigError::unreadable(location, err.to_string()))?;
+    let version = format!("sha256:{}", &crate::digest::Digest::of(&bytes).hex()[..16]);
     let text = utf8(location, bytes)?;
     let base_dir = Path::new(location).parent();
-    Config::from_json(&text, location, base_dir)
+    Ok((Config::from_json(&text, location, base_dir)?, version))
 }
 
 /// Splits `bucket/key`; both parts must be non-empty.
@@ -51,8 +59,8 @@ fn parse_s3(rest: &str) -> Option<(&str, &str)> {
     (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
 }
 
-/// Fetches one S3 object whole (configs are small).
-async fn read_s3(bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+/// Fetches one S3 object whole (configs are small), with its version id or ETag.
+async fn read_s3(bucket: &str, key: &str) -> Result<(Vec<u8>, String), String> {
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let conf = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(true)
@@ -65,12 +73,19 @@ async fn read_s3(bucket: &str, key: &str) -> Result<Vec<u8>, String> {
         .send()
         .await
         .map_err(|err| format!("S3 GetObject failed: {}", DisplayErrorContext(&err)))?;
+    let version = object
+        .version_id()
+        .filter(|v| !v.is_empty() && *v != "null")
+        .or(object.e_tag())
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_string();
     let body = object
         .body
         .collect()
         .await
         .map_err(|err| format!("reading the S3 object body failed: {err}"))?;
-    Ok(body.into_bytes().to_vec())
+    Ok((body.into_bytes().to_vec(), version))
 }
 
 fn utf8(location: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {

@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrorKind, Problem};
-pub use load::load;
+pub use load::{load, load_versioned};
 pub use names::{is_ecr_host, EcrHost, MAX_REPOSITORY_PATH_LEN};
 
 use crate::tag_filter::TagFilter;

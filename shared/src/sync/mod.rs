@@ -5,23 +5,23 @@
 //! (ECR DescribeImages in bulk when allowed, else the registry API), filter by the globs, then per
 //! tag: resolve the source digest, compare with the destination, copy when they differ.
 
-mod registries;
 mod report;
 
-pub use registries::Registries;
+pub use crate::registries::Registries;
 pub use report::{
-    human_bytes, peak_rss_bytes, rfc3339, JobReport, Outcome, Progress, RepoReport, SyncReport,
+    human_bytes, peak_rss_bytes, rfc3339, rfc3339_ms, JobReport, Outcome, Progress, RepoReport,
+    SyncReport,
 };
 
-use crate::config::{is_ecr_host, Config, Mode, RepoSync};
+use crate::config::{Config, RepoSync};
 use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy};
 use crate::digest::Digest;
 use crate::job::{CopyJob, JobState};
 use crate::ledger::Ledger;
 use crate::registry::{Manifest, Registry};
 use crate::retry::RetryPolicy;
+use crate::scan::{DstTags, Scanner, REFRESH_SKIP};
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -37,6 +37,9 @@ pub enum SyncError {
     /// Settings that cannot work (unreadable CA file, missing credential variable, no region…).
     #[error("{0}")]
     Setup(String),
+    /// A registry client could not be made.
+    #[error(transparent)]
+    Registry(#[from] crate::registries::SetupError),
     /// The ledger could not be written.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
@@ -53,23 +56,6 @@ pub struct SyncOptions {
     pub retry: RetryPolicy,
     /// Named in the ledger's run row (the config's location).
     pub config_source: String,
-}
-
-/// What the destination repository holds before the run.
-enum DstTags {
-    /// Tag → digest in bulk (ECR DescribeImages).
-    Digests(HashMap<String, Digest>),
-    /// Tag names only (registry API); digests need a HEAD.
-    Names(HashSet<String>),
-}
-
-impl DstTags {
-    fn is_empty(&self) -> bool {
-        match self {
-            DstTags::Digests(m) => m.is_empty(),
-            DstTags::Names(s) => s.is_empty(),
-        }
-    }
 }
 
 struct Run<'a> {
@@ -206,12 +192,17 @@ impl Run<'_> {
     async fn repo(&self, repo: &RepoSync) {
         let span = tracing::info_span!("repo", src = %repo.source_ref(), dst = %repo.destination);
         async {
-            let dst_state = match self.prepare_destination(repo).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return,
+            let dest = match self.scanner().prepare_destination(repo).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    return self.repo_event(repo, "skipped", Some(REFRESH_SKIP.to_string()))
+                }
                 Err(reason) => return self.repo_event(repo, "failed", Some(reason)),
             };
-            let tags = match self.source_tags(repo).await {
+            if let Some(event) = dest.event {
+                self.repo_event(repo, event, None);
+            }
+            let tags = match self.scanner().source_tags(repo).await {
                 Ok(t) => t,
                 Err(reason) => return self.repo_event(repo, "failed", Some(reason)),
             };
@@ -222,7 +213,7 @@ impl Run<'_> {
                 Ok(s) => s,
                 Err(e) => return self.repo_event(repo, "failed", Some(e.to_string())),
             };
-            let (dst_tags, immutable) = dst_state;
+            let (dst_tags, immutable) = (dest.tags, dest.immutable);
             futures_util::stream::iter(tags)
                 .for_each_concurrent(self.job_limit, |(tag, digest)| {
                     let (src, dst_tags) = (&src, &dst_tags);
@@ -237,122 +228,14 @@ impl Run<'_> {
         .await
     }
 
-    /// Makes sure the destination repository can receive images; returns what it holds and
-    /// whether its tags are immutable, or `None` when the repository is skipped.
-    async fn prepare_destination(
-        &self,
-        repo: &RepoSync,
-    ) -> Result<Option<(DstTags, bool)>, String> {
-        let dst_repo = &repo.destination;
-        if self.registries.is_ecr(&self.dst_host) {
-            let host = is_ecr_host(&self.dst_host).expect("checked by is_ecr");
-            let ecr = self.registries.ecr().await;
-            let info = ecr
-                .describe_repository(&host, dst_repo)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(info) = info else {
-                return match self.config.mode {
-                    Mode::Refresh => {
-                        self.repo_event(
-                            repo,
-                            "skipped",
-                            Some("destination repository does not exist (refresh mode)".into()),
-                        );
-                        Ok(None)
-                    }
-                    Mode::Create if self.opts.dry_run => {
-                        self.repo_event(repo, "would_create", None);
-                        Ok(Some((
-                            DstTags::Digests(HashMap::new()),
-                            self.config.repo_defaults.tag_immutability,
-                        )))
-                    }
-                    Mode::Create => {
-                        ecr.create_repository(&host, dst_repo, &self.config.repo_defaults)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        self.repo_event(repo, "created", None);
-                        Ok(Some((
-                            DstTags::Digests(HashMap::new()),
-                            self.config.repo_defaults.tag_immutability,
-                        )))
-                    }
-                };
-            };
-            let tags = match ecr.tagged_images(&host, dst_repo).await {
-                Ok(list) => DstTags::Digests(list.into_iter().collect()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "DescribeImages on the destination failed; using the registry API");
-                    DstTags::Names(
-                        self.dst
-                            .list_tags(dst_repo)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .unwrap_or_default()
-                            .into_iter()
-                            .collect(),
-                    )
-                }
-            };
-            return Ok(Some((tags, info.immutable_tags)));
+    fn scanner(&self) -> Scanner<'_> {
+        Scanner {
+            config: self.config,
+            registries: &self.registries,
+            dst_host: &self.dst_host,
+            dst: &self.dst,
+            dry_run: self.opts.dry_run,
         }
-        match self
-            .dst
-            .list_tags(dst_repo)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(tags) => Ok(Some((DstTags::Names(tags.into_iter().collect()), false))),
-            None if self.config.mode == Mode::Refresh => {
-                self.repo_event(
-                    repo,
-                    "skipped",
-                    Some("destination repository does not exist (refresh mode)".into()),
-                );
-                Ok(None)
-            }
-            None => Ok(Some((DstTags::Names(HashSet::new()), false))),
-        }
-    }
-
-    /// The source tags the globs select, with digests when a bulk listing gave them.
-    async fn source_tags(&self, repo: &RepoSync) -> Result<Vec<(String, Option<Digest>)>, String> {
-        let host = &repo.source.registry;
-        let src_repo = &repo.source.repository;
-        let mut tags: Vec<(String, Option<Digest>)> = Vec::new();
-        let mut listed = false;
-        if self.registries.is_ecr(host) {
-            let ecr_host = is_ecr_host(host).expect("checked by is_ecr");
-            match self
-                .registries
-                .ecr()
-                .await
-                .tagged_images(&ecr_host, src_repo)
-                .await
-            {
-                Ok(list) => {
-                    tags = list.into_iter().map(|(t, d)| (t, Some(d))).collect();
-                    listed = true;
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "DescribeImages on the source not possible; listing tags through the registry API")
-                }
-            }
-        }
-        if !listed {
-            let src = self.registries.get(host).await.map_err(|e| e.to_string())?;
-            let names = src
-                .list_tags(src_repo)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("source repository {} does not exist", repo.source_ref()))?;
-            tags = names.into_iter().map(|t| (t, None)).collect();
-        }
-        tags.retain(|(t, _)| repo.tags.matches(t));
-        tags.sort();
-        tags.dedup_by(|a, b| a.0 == b.0);
-        Ok(tags)
     }
 
     async fn job(
@@ -462,13 +345,10 @@ impl Run<'_> {
         };
         job.source_digest = Some(source_digest.clone());
         tracing::Span::current().record("job_id", job.id().as_str());
-        let dst_digest = match dst_tags {
-            DstTags::Digests(map) => map.get(&tag).cloned(),
-            DstTags::Names(names) if names.contains(&tag) => {
-                self.dst.head_manifest(&dst_repo, &tag).await?
-            }
-            DstTags::Names(_) => None,
-        };
+        let dst_digest = self
+            .scanner()
+            .destination_digest(&dst_repo, dst_tags, &tag)
+            .await?;
         match decide(&source_digest, dst_digest.as_ref(), immutable) {
             Decision::UpToDate => return Ok(Done::UpToDate),
             Decision::ImmutableConflict { existing } => {

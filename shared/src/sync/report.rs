@@ -196,6 +196,17 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// RFC 3339 UTC time with milliseconds (`2026-11-22T10:00:00.123Z`): fixed width, so it sorts
+/// as text — the ledger's sort keys rely on that.
+pub fn rfc3339_ms(t: SystemTime) -> String {
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0);
+    let secs = rfc3339(t);
+    format!("{}.{ms:03}Z", &secs[..secs.len() - 1])
+}
+
 /// This process's peak resident set size, from `/proc/self/status`.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

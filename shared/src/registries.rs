@@ -1,6 +1,5 @@
 //! Turning the config's registry settings into [`Registry`] clients, one per host.
 
-use super::SyncError;
 use crate::config::{is_ecr_host, Config};
 use crate::ecr::{EcrApi, EcrTokens};
 use crate::registry::{Credentials, Registry, RegistryOptions};
@@ -8,6 +7,12 @@ use crate::retry::RetryPolicy;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
+
+/// Settings that cannot work: an unreadable CA file, a missing credential variable, a non-ECR
+/// host with `ecr_auth`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
 
 /// The run's registry clients and the lazily loaded ECR API.
 pub struct Registries {
@@ -39,7 +44,7 @@ impl Registries {
     }
 
     /// The client for `host`.
-    pub async fn get(&self, host: &str) -> Result<Arc<Registry>, SyncError> {
+    pub async fn get(&self, host: &str) -> Result<Arc<Registry>, SetupError> {
         if let Some(r) = self.clients.lock().unwrap().get(host) {
             return Ok(r.clone());
         }
@@ -51,7 +56,7 @@ impl Registries {
         };
         let ca_pem = match &settings.ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
-                SyncError::Setup(format!(
+                SetupError(format!(
                     "registries.{host}.ca_file: cannot read {}: {e}",
                     path.display()
                 ))
@@ -62,7 +67,7 @@ impl Registries {
             (Some(u), Some(p)) => {
                 let read = |name: &str| {
                     std::env::var(name).map_err(|_| {
-                        SyncError::Setup(format!(
+                        SetupError(format!(
                             "registries.{host}: environment variable {name} is not set"
                         ))
                     })
@@ -74,7 +79,7 @@ impl Registries {
             }
             _ if settings.uses_ecr_auth(host) => {
                 let ecr_host = is_ecr_host(host).ok_or_else(|| {
-                    SyncError::Setup(format!(
+                    SetupError(format!(
                         "registries.{host}.ecr_auth: {host} is not an ECR registry host"
                     ))
                 })?;
@@ -89,7 +94,7 @@ impl Registries {
             credentials,
             retry: self.retry.clone(),
         })
-        .map_err(|e| SyncError::Setup(format!("registries.{host}: {e}")))?;
+        .map_err(|e| SetupError(format!("registries.{host}: {e}")))?;
         let registry = Arc::new(registry);
         let mut clients = self.clients.lock().unwrap();
         Ok(clients.entry(host.to_string()).or_insert(registry).clone())
