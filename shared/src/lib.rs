@@ -13,6 +13,9 @@
 //! - [`copy`] — the copy engine: pure decisions, image copy, single-flight blob moves.
 //! - [`job`] — the copy job and its stable id.
 //! - [`ledger`] — the one-machine SQLite ledger.
+//! - [`fleet`] — the distributed path: planner → SQS → workers → DynamoDB ledger, and operations.
+//! - [`registries`] — registry clients per host, made from the config's settings.
+//! - [`scan`] — reading both sides of a repository pair: create/skip, list, look up a tag.
 //! - [`sync`] — one-machine sync: config → jobs → copies → ledger → report.
 #![deny(missing_docs)]
 
@@ -20,10 +23,13 @@ pub mod config;
 pub mod copy;
 pub mod digest;
 pub mod ecr;
+pub mod fleet;
 pub mod job;
 pub mod ledger;
 pub mod manifest;
+pub mod registries;
 pub mod registry;
 pub mod retry;
+pub mod scan;
 pub mod sync;
 pub mod tag_filter;

@@ -85,6 +85,11 @@ impl BlobMover {
         }
     }
 
+    /// Blobs this mover knows a destination repository holds.
+    pub fn known_blobs(&self) -> usize {
+        self.slots.lock().unwrap().held.len()
+    }
+
     fn record(&self, digest: &Digest, repo: &str) {
         let mut slots = self.slots.lock().unwrap();
         let repos = slots.held.entry(digest.clone()).or_default();

@@ -1,0 +1,263 @@
+//! Operator views and actions: a run's status, the dead-letter queue read without consuming it,
+//! and replaying dead-lettered jobs onto the jobs queue (by hand, message by message, so it works
+//! where `StartMessageMoveTask` does not exist).
+
+use super::ledger::{FleetLedger, JobItem, RepoRecord, RunRecord, TableError};
+use super::message::{Incoming, JobMessage};
+use super::queue::{Queue, QueueError, Received, ATTR_ERROR, ATTR_ERROR_CLASS, SQS_BATCH};
+use std::collections::BTreeMap;
+
+/// How many dead-lettered messages one command reads at most.
+pub const DLQ_READ_LIMIT: usize = 10_000;
+
+/// An operator command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The ledger could not be read or written.
+    #[error(transparent)]
+    Ledger(#[from] TableError),
+    /// A queue could not be read or written.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// No such run.
+    #[error("no run {0} in the ledger")]
+    NoRun(String),
+}
+
+/// A run's summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunStatus {
+    /// The run.
+    pub run: RunRecord,
+    /// Jobs by state.
+    pub states: BTreeMap<String, u64>,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// The slowest finished jobs (at most 5).
+    pub slowest: Vec<JobItem>,
+    /// Jobs that failed or are dead, with reasons.
+    pub failed: Vec<JobItem>,
+    /// Repositories that were skipped or failed at planning.
+    pub repositories: Vec<RepoRecord>,
+}
+
+/// The status of run `run_id` (the latest when `None`).
+pub async fn status(ledger: &FleetLedger, run_id: Option<&str>) -> Result<RunStatus, OpsError> {
+    let run = ledger
+        .run(run_id)
+        .await?
+        .ok_or_else(|| OpsError::NoRun(run_id.unwrap_or("(latest)").to_string()))?;
+    let (repos, mut jobs) = ledger.run_contents(&run.run_id).await?;
+    let mut states = BTreeMap::new();
+    for j in &jobs {
+        *states.entry(j.state.clone()).or_insert(0) += 1;
+    }
+    let bytes = jobs.iter().map(|j| j.bytes).sum();
+    let failed = jobs
+        .iter()
+        .filter(|j| j.state == "failed" || j.state == "dead")
+        .cloned()
+        .collect();
+    jobs.retain(|j| j.state == "succeeded");
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.duration_ms));
+    jobs.truncate(5);
+    Ok(RunStatus {
+        run,
+        states,
+        bytes,
+        slowest: jobs,
+        failed,
+        repositories: repos
+            .into_iter()
+            .filter(|r| r.event == "failed" || r.event == "skipped")
+            .collect(),
+    })
+}
+
+/// One message in the dead-letter queue.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// SQS message id.
+    pub message_id: String,
+    /// The job, when the body is a job message.
+    pub job_id: Option<String>,
+    /// Its run.
+    pub run_id: Option<String>,
+    /// `host/repo:tag` at the source.
+    pub source: Option<String>,
+    /// `host/repo` at the destination.
+    pub destination: Option<String>,
+    /// Error class (ledger, else the message attribute).
+    pub error_class: Option<String>,
+    /// Reason (ledger, else the message attribute).
+    pub reason: Option<String>,
+    /// Ledger state of the job.
+    pub state: Option<String>,
+    /// Attempts recorded.
+    pub attempts: u64,
+    /// Why the body is not a job message, when it is not.
+    pub parse_error: Option<String>,
+}
+
+async fn describe(ledger: &FleetLedger, m: &Received) -> Result<DeadLetter, OpsError> {
+    let mut d = DeadLetter {
+        message_id: m.message_id.clone(),
+        job_id: None,
+        run_id: None,
+        source: None,
+        destination: None,
+        error_class: m.attributes.get(ATTR_ERROR_CLASS).cloned(),
+        reason: m.attributes.get(ATTR_ERROR).cloned(),
+        state: None,
+        attempts: 0,
+        parse_error: None,
+    };
+    match Incoming::parse(&m.body) {
+        Ok(Incoming::Job(job)) => {
+            d.source = Some(format!(
+                "{}/{}:{}",
+                job.source.registry, job.source.repository, job.source.tag
+            ));
+            d.destination = Some(format!(
+                "{}/{}",
+                job.destination.registry, job.destination.repository
+            ));
+            if let Some(item) = ledger.job(&job.run_id, &job.job_id).await? {
+                d.state = Some(item.state);
+                d.attempts = item.attempts;
+                d.error_class = item.error_class.or(d.error_class);
+                d.reason = item.error.or(d.reason);
+            }
+            d.job_id = Some(job.job_id);
+            d.run_id = Some(job.run_id);
+        }
+        Ok(Incoming::Push(e)) => {
+            d.source = Some(format!(
+                "{}/{}:{}",
+                e.registry(),
+                e.repository,
+                e.tag.unwrap_or_default()
+            ))
+        }
+        Err(e) => d.parse_error = Some(e),
+    }
+    Ok(d)
+}
+
+/// Every message in the dead-letter queue with its ledger reason. The messages stay there.
+pub async fn dlq_list(dlq: &Queue, ledger: &FleetLedger) -> Result<Vec<DeadLetter>, OpsError> {
+    let messages = dlq.peek_all(DLQ_READ_LIMIT).await?;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in &messages {
+        out.push(describe(ledger, m).await?);
+    }
+    Ok(out)
+}
+
+/// Which dead-lettered jobs to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every job message.
+    All,
+    /// These job ids.
+    Jobs(Vec<String>),
+    /// Jobs whose error class is this.
+    ErrorClass(String),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplayReport {
+    /// Job ids moved back to the jobs queue.
+    pub replayed: Vec<String>,
+    /// Messages left in the dead-letter queue (not selected).
+    pub kept: usize,
+    /// Messages left because they are not job messages (malformed); fix or purge by hand.
+    pub not_jobs: usize,
+}
+
+/// Moves the selected dead-lettered jobs back to the jobs queue: each is sent to `queue`,
+/// recorded `replayed` in the ledger, then deleted from `dlq`. Everything else is left visible.
+pub async fn dlq_replay(
+    dlq: &Queue,
+    queue: &Queue,
+    ledger: &FleetLedger,
+    selection: &Selection,
+    who: &str,
+) -> Result<ReplayReport, OpsError> {
+    let mut report = ReplayReport::default();
+    let mut leave: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let result = async {
+        let mut empty = 0;
+        while seen.len() < DLQ_READ_LIMIT && empty < 2 {
+            let batch = dlq.receive(SQS_BATCH, 1, Some(60)).await?;
+            if batch.is_empty() {
+                empty += 1;
+            }
+            for m in batch {
+                if !seen.insert(m.message_id.clone()) {
+                    leave.push(m.receipt);
+                    continue;
+                }
+                let job = match Incoming::parse(&m.body) {
+                    Ok(Incoming::Job(job)) => job,
+                    _ => {
+                        report.not_jobs += 1;
+                        leave.push(m.receipt);
+                        continue;
+                    }
+                };
+                if !selected(selection, &job, &m, ledger).await? {
+                    report.kept += 1;
+                    leave.push(m.receipt);
+                    continue;
+                }
+                queue.send(&job.to_json(), &[]).await?;
+                ledger.requeue_job(&job, "replayed", who).await?;
+                dlq.delete(&m.receipt).await?;
+                tracing::info!(job_id = %job.job_id, run_id = %job.run_id, "replayed");
+                report.replayed.push(job.job_id);
+            }
+        }
+        Ok::<_, OpsError>(())
+    }
+    .await;
+    let released = dlq.release_all(&leave).await;
+    result?;
+    released?;
+    Ok(report)
+}
+
+async fn selected(
+    selection: &Selection,
+    job: &JobMessage,
+    m: &Received,
+    ledger: &FleetLedger,
+) -> Result<bool, OpsError> {
+    Ok(match selection {
+        Selection::All => true,
+        Selection::Jobs(ids) => ids.iter().any(|id| id == &job.job_id),
+        Selection::ErrorClass(class) => {
+            let recorded = match ledger.job(&job.run_id, &job.job_id).await? {
+                Some(item) => item.error_class,
+                None => None,
+            };
+            recorded
+                .or_else(|| m.attributes.get(ATTR_ERROR_CLASS).cloned())
+                .as_deref()
+                == Some(class.as_str())
+        }
+    })
+}
+
+/// A job's records across runs (newest first) and its history (oldest first).
+pub async fn job_show(
+    ledger: &FleetLedger,
+    job_id: &str,
+) -> Result<(Vec<JobItem>, Vec<super::ledger::JobEvent>), OpsError> {
+    Ok((
+        ledger.job_runs(job_id).await?,
+        ledger.job_history(job_id).await?,
+    ))
+}

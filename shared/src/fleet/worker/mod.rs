@@ -1,0 +1,289 @@
+//! The worker: long-poll the jobs queue, run up to N jobs at once, record each in the ledger, and
+//! drain on shutdown.
+//!
+//! Delivery is at least once, so every step is safe to repeat: the ledger refuses to start or
+//! finish a job that already ended (a duplicate is acknowledged), and the copy checks the
+//! destination digest before moving anything. A message is deleted only after its outcome is
+//! recorded. Transient failures come back after a delay that doubles per receive (visibility),
+//! up to the queue's `maxReceiveCount`; permanent ones and the last transient one are
+//! dead-lettered at once with their reason as message attributes.
+//!
+//! Shutdown (SIGTERM from ECS): stop receiving, let in-flight jobs finish until the drain
+//! deadline, then release the rest (ledger `released`, message visible again) and return.
+
+mod context;
+mod handle;
+
+pub use context::{event_run_id, Context, Contexts};
+
+use super::ledger::FleetLedger;
+use super::queue::{Queue, QueueError, LONG_POLL_SECONDS, SQS_BATCH};
+use crate::retry::RetryPolicy;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Default seconds a received message stays invisible between heartbeats. Short, so the job of
+/// a worker that died comes back within a minute; heartbeats every third of it keep live jobs.
+pub const DEFAULT_VISIBILITY_SECONDS: u32 = 60;
+/// Default longest job (matches the module's `worker_job_deadline_seconds`).
+pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(900);
+/// Default drain deadline after SIGTERM: below ECS's default stop timeout of 120 s, leaving time
+/// to release what is left.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(100);
+/// Default interval between config reloads.
+pub const DEFAULT_CONFIG_REFRESH: Duration = Duration::from_secs(300);
+/// Delay before a transiently failed job's first retry; doubles per receive, at most
+/// [`MAX_REQUEUE_DELAY`].
+pub const DEFAULT_REQUEUE_DELAY: Duration = Duration::from_secs(30);
+/// Longest delay before a retry (15 minutes: SQS allows up to 12 h, but a fleet should heal fast).
+pub const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(900);
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Config file or `s3://bucket/key`.
+    pub config: String,
+    /// This worker's name in the ledger.
+    pub worker_id: String,
+    /// Jobs at once (default: the config's `concurrency.jobs`).
+    pub concurrency: Option<usize>,
+    /// See [`DEFAULT_VISIBILITY_SECONDS`].
+    pub visibility_seconds: u32,
+    /// See [`DEFAULT_JOB_DEADLINE`].
+    pub job_deadline: Duration,
+    /// See [`DEFAULT_DRAIN`].
+    pub drain: Duration,
+    /// See [`DEFAULT_CONFIG_REFRESH`].
+    pub config_refresh: Duration,
+    /// See [`DEFAULT_REQUEUE_DELAY`].
+    pub requeue_delay: Duration,
+    /// Long-poll wait (at most 20 s).
+    pub wait_seconds: i32,
+    /// Registry retry policy.
+    pub retry: RetryPolicy,
+    /// Stop after this many messages (benchmarks and tests); `None` runs until shutdown.
+    pub max_messages: Option<u64>,
+    /// Stop when the queue stays empty this long; `None` runs until shutdown.
+    pub exit_when_idle: Option<Duration>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            config: String::new(),
+            worker_id: default_worker_id(),
+            concurrency: None,
+            visibility_seconds: DEFAULT_VISIBILITY_SECONDS,
+            job_deadline: DEFAULT_JOB_DEADLINE,
+            drain: DEFAULT_DRAIN,
+            config_refresh: DEFAULT_CONFIG_REFRESH,
+            requeue_delay: DEFAULT_REQUEUE_DELAY,
+            wait_seconds: LONG_POLL_SECONDS,
+            retry: RetryPolicy::default(),
+            max_messages: None,
+            exit_when_idle: None,
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The delay before the `receive_count`th receive's retry.
+    pub fn requeue_delay(&self, receive_count: u32) -> Duration {
+        let factor = 1u32 << receive_count.saturating_sub(1).min(16);
+        (self.requeue_delay * factor).min(MAX_REQUEUE_DELAY)
+    }
+}
+
+/// The ECS task id when running in ECS, else `host-pid`.
+pub fn default_worker_id() -> String {
+    if let Ok(uri) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
+        if let Some(last) = uri.trim_end_matches('/').rsplit('/').next() {
+            return last.split('-').next().unwrap_or(last).to_string();
+        }
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The config did not load.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A registry client could not be made.
+    #[error(transparent)]
+    Setup(#[from] crate::registries::SetupError),
+    /// The queue could not be read at start.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What a worker did, for its exit line.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// Messages taken from the queue.
+    pub received: u64,
+    /// Jobs released at the drain deadline.
+    pub released: bool,
+}
+
+/// State every job task shares.
+pub(crate) struct Shared {
+    opts: WorkerOptions,
+    queue: Queue,
+    dlq: Option<Queue>,
+    ledger: FleetLedger,
+    contexts: Contexts,
+    max_receive_count: Option<u32>,
+    abort: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Resolves once the drain deadline has passed.
+    async fn aborted(&self) {
+        let mut abort = self.abort.clone();
+        let _ = abort.wait_for(|a| *a).await;
+    }
+}
+
+/// Runs the worker until `shutdown` resolves (or a configured stop), then drains.
+pub async fn run(
+    opts: WorkerOptions,
+    queue: Queue,
+    dlq: Option<Queue>,
+    ledger: FleetLedger,
+    shutdown: impl Future<Output = ()>,
+) -> Result<WorkerStats, WorkerError> {
+    let contexts = Contexts::load(&opts.config, opts.retry.clone()).await?;
+    contexts.check().await?;
+    let max_receive_count = queue.max_receive_count().await?;
+    let dlq = match dlq {
+        Some(d) => Some(d),
+        None => queue.dead_letter_queue().await?,
+    };
+    let limit = opts
+        .concurrency
+        .unwrap_or(contexts.current().config.concurrency.jobs)
+        .max(1);
+    tracing::info!(worker_id = %opts.worker_id, queue = %queue.url(), dlq = dlq.as_ref().map(|d| d.url()).unwrap_or("none"), concurrency = limit, max_receive_count, "worker started");
+    let (abort_tx, abort) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        opts,
+        queue,
+        dlq,
+        ledger,
+        contexts,
+        max_receive_count,
+        abort,
+    });
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut tasks = JoinSet::new();
+    let mut stats = WorkerStats::default();
+    tokio::pin!(shutdown);
+    let refresh = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(shared.opts.config_refresh);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                shared.contexts.reload().await;
+            }
+        })
+    };
+    let mut idle_since = tokio::time::Instant::now();
+    let mut failures = 0u32;
+    loop {
+        if shared
+            .opts
+            .max_messages
+            .is_some_and(|max| stats.received >= max)
+        {
+            break;
+        }
+        let first = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("never closed"),
+        };
+        while tasks.try_join_next().is_some() {}
+        let room = (permits.available_permits() + 1).min(SQS_BATCH);
+        let received = tokio::select! {
+            _ = &mut shutdown => break,
+            r = shared.queue.receive(room, shared.opts.wait_seconds, Some(shared.opts.visibility_seconds as i32)) => r,
+        };
+        let messages = match received {
+            Ok(m) => {
+                failures = 0;
+                m
+            }
+            Err(e) => {
+                failures += 1;
+                let pause = Duration::from_secs(1 << failures.min(5));
+                tracing::error!(error = %e, pause_s = pause.as_secs(), "receive failed");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        if messages.is_empty() {
+            drop(first);
+            if let Some(idle) = shared.opts.exit_when_idle {
+                if idle_since.elapsed() >= idle && tasks.is_empty() {
+                    tracing::info!("queue idle; stopping");
+                    break;
+                }
+            }
+            continue;
+        }
+        idle_since = tokio::time::Instant::now();
+        let mut first = Some(first);
+        for msg in messages {
+            stats.received += 1;
+            let permit = match first.take() {
+                Some(p) => p,
+                None => permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("received no more than the free permits"),
+            };
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                handle::message(shared, msg).await;
+                drop(permit);
+            });
+        }
+    }
+    refresh.abort();
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::info!(
+            in_flight,
+            drain_s = shared.opts.drain.as_secs(),
+            "stopped receiving; draining"
+        );
+    }
+    let drained = tokio::time::timeout(shared.opts.drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        stats.released = true;
+        let _ = abort_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+    }
+    tracing::info!(
+        received = stats.received,
+        released = stats.released,
+        "worker stopped"
+    );
+    Ok(stats)
+}
