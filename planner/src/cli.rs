@@ -35,6 +35,126 @@ pub enum Command {
         #[arg(long, env = "ECR_SYNC_CONFIG")]
         config: String,
     },
+    /// Fleet: turn the config into per-tag jobs on the SQS queue, recorded as a run.
+    Plan(PlanArgs),
+    /// Fleet: create the jobs queue, its dead-letter queue and the ledger table (idempotent).
+    Bootstrap(BootstrapArgs),
+    /// Fleet: a run's summary by state, its slowest and failed jobs [default: the latest run].
+    Status {
+        /// Run id.
+        run: Option<String>,
+        /// Where the fleet's resources are.
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fleet: the dead-letter queue.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Fleet: jobs.
+    Job {
+        /// What to do.
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+}
+
+/// Where the fleet's resources are (the Terraform module's outputs, or `bootstrap`'s).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetArgs {
+    /// URL of the jobs queue.
+    #[arg(long, env = "ECR_SYNC_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// URL of the dead-letter queue [default: from the jobs queue's redrive policy].
+    #[arg(long, env = "ECR_SYNC_DLQ_URL")]
+    pub dlq_url: Option<String>,
+    /// Name of the DynamoDB ledger table.
+    #[arg(long, env = "ECR_SYNC_LEDGER_TABLE")]
+    pub ledger_table: Option<String>,
+}
+
+/// `plan` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Config file or s3://bucket/key.
+    #[arg(long, env = "ECR_SYNC_CONFIG")]
+    pub config: String,
+    /// Where the fleet's resources are.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Print the plan's report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bootstrap` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Name prefix: creates PREFIX-jobs, PREFIX-dlq and the table PREFIX-ledger.
+    #[arg(long)]
+    pub name: String,
+    /// Receives before SQS moves a job to the dead-letter queue.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_receive_count: u32,
+    /// The jobs queue's visibility timeout in seconds (workers extend it while a job runs).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43200))]
+    pub visibility_seconds: u32,
+    /// JSON instead of environment lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dlq` commands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Every dead-lettered message with its ledger reason; the messages stay in the queue.
+    List {
+        /// Where the fleet's resources are.
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead-lettered jobs back to the jobs queue (after fixing the cause).
+    Replay {
+        /// Where the fleet's resources are.
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Replay every job message.
+        #[arg(long, conflicts_with_all = ["job", "error_class"])]
+        all: bool,
+        /// Replay this job id (repeatable).
+        #[arg(long, conflicts_with = "error_class")]
+        job: Vec<String>,
+        /// Replay jobs that failed with this error class (`auth`, `transient`, `not_found`, …).
+        #[arg(long)]
+        error_class: Option<String>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `job` commands.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// One job's records across runs and its history.
+    Show {
+        /// Job id (32 hex characters).
+        id: String,
+        /// Where the fleet's resources are.
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `sync` arguments.

@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`cli`] — arguments.
 //! - `sync_cmd` — the `sync` and `validate` commands.
+//! - [`fleet_cmd`] — the fleet commands: `plan`, `bootstrap`, `status`, `dlq`, `job`.
 //! - `progress` — the live progress line on a terminal.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod fleet_cmd;
 mod progress;
 mod sync_cmd;
 

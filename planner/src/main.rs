@@ -1,5 +1,6 @@
 use clap::Parser;
 use ecr_sync_planner::cli::{Cli, Command};
+use ecr_sync_planner::fleet_cmd::{self, FleetCommand};
 use ecr_sync_planner::{exit, init_logging};
 use std::process::ExitCode;
 
@@ -21,6 +22,18 @@ async fn main() -> ExitCode {
                     exit::USAGE
                 }
             }
+        }
+        command => {
+            init_logging(cli.log_format, false);
+            let command = match command {
+                Command::Plan(a) => FleetCommand::Plan(a),
+                Command::Bootstrap(a) => FleetCommand::Bootstrap(a),
+                Command::Status { run, fleet, json } => FleetCommand::Status(run, fleet, json),
+                Command::Dlq { command } => FleetCommand::Dlq(command),
+                Command::Job { command } => FleetCommand::Job(command),
+                Command::Sync(_) | Command::Validate { .. } => unreachable!("handled above"),
+            };
+            fleet_cmd::run(command).await
         }
     };
     ExitCode::from(code)

@@ -1,0 +1,462 @@
+//! The fleet end to end: plan → SQS → workers → DynamoDB ledger, on moto and local registries.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_then_two_workers_copy_everything_and_the_ledger_agrees() {
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let base = s.blob("team/api", seed::noise(7, 50_000)).await.unwrap();
+    let mut expected = BTreeMap::new();
+    for repo in ["team/api", "team/web", "team/db"] {
+        if repo != "team/api" {
+            s.blob(repo, seed::noise(7, 50_000)).await.unwrap();
+        }
+        for i in 0..4 {
+            let tag = format!("v{i}");
+            let p = s
+                .image(
+                    repo,
+                    Some(&tag),
+                    vec![seed::noise(100 + i + repo.len() as u64 * 10, 3000)],
+                    &[(base.clone(), 50_000)],
+                    ("linux", "amd64"),
+                )
+                .await
+                .unwrap();
+            expected.insert((repo.to_string(), tag), p.digest);
+        }
+    }
+    let (index, _) = s.multi_arch("team/multi", "latest", 9).await.unwrap();
+    expected.insert(("team/multi".into(), "latest".into()), index.digest);
+    s.image(
+        "team/api",
+        Some("dev"),
+        vec![seed::noise(5, 10)],
+        &[],
+        ("linux", "amd64"),
+    )
+    .await
+    .unwrap();
+    stack.config_for(
+        &stack.src.host(),
+        &[
+            ("team/api", &["v*"]),
+            ("team/web", &["**"]),
+            ("team/db", &["**"]),
+            ("team/multi", &["latest"]),
+        ],
+    );
+
+    let plan = stack.plan();
+    let run = plan["run_id"].as_str().unwrap().to_string();
+    assert_eq!(plan["planned"], 13, "{plan}");
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["queued"], 13, "{status}");
+
+    // Two jobs at a time each, so both workers take part.
+    let mut a = stack.worker(&[
+        "--exit-when-idle",
+        "3",
+        "--concurrency",
+        "2",
+        "--log-format",
+        "json",
+    ]);
+    let mut b = stack.worker(&["--exit-when-idle", "3", "--concurrency", "2"]);
+    assert_eq!(a.wait(Duration::from_secs(120)), 0, "{}", a.stderr());
+    assert_eq!(b.wait(Duration::from_secs(120)), 0, "{}", b.stderr());
+
+    for ((repo, tag), digest) in &expected {
+        let got = stack.dst_digest(repo, tag).await;
+        assert_eq!(got.as_deref(), Some(digest.as_str()), "{repo}:{tag}");
+    }
+    assert_eq!(
+        stack.dst_digest("team/api", "dev").await,
+        None,
+        "glob excluded dev"
+    );
+
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 13, "{status}");
+    assert_eq!(status["failed"].as_array().unwrap().len(), 0);
+    assert!(status["bytes"].as_u64().unwrap() > 50_000);
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
+
+    // Both workers took part, and every finished job left one EMF line.
+    let emf: Vec<Value> = [a.stdout(), b.stdout()]
+        .iter()
+        .flat_map(|o| {
+            o.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(emf.len(), 13, "EMF lines");
+    assert!(emf
+        .iter()
+        .all(|m| m["Outcome"] == "succeeded" && m["_aws"]["CloudWatchMetrics"].is_array()));
+    assert!(
+        !a.stdout().is_empty() && !b.stdout().is_empty(),
+        "both workers copied"
+    );
+
+    // JSON logs carry run and job ids on job lines.
+    let done: Vec<Value> = a
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "job done")
+        .collect();
+    assert!(!done.is_empty(), "{}", a.stderr());
+    for l in &done {
+        assert_eq!(l["span"]["run_id"], run.as_str(), "{l}");
+        assert_eq!(l["span"]["job_id"].as_str().unwrap().len(), 32, "{l}");
+    }
+
+    // Planning again finds everything up to date.
+    let again = stack.plan();
+    assert_eq!(again["planned"], 0, "{again}");
+    assert_eq!(again["up_to_date"], 13, "{again}");
+}
+
+/// One image with a layer big enough that a copy takes a moment (for kill and drain tests).
+async fn big_image(stack: &Stack) -> String {
+    let s = stack.seeder();
+    let layer = s.big_blob("big/app", 3, 192 << 20).await.unwrap();
+    let p = s
+        .image(
+            "big/app",
+            Some("v1"),
+            vec![],
+            &[(layer, 192 << 20)],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    stack.config_for(&stack.src.host(), &[("big/app", &["v1"])]);
+    p.digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_copy_leaves_the_job_to_another_which_completes_it() {
+    let stack = Stack::start(5).await;
+    let digest = big_image(&stack).await;
+    let plan = stack.plan();
+    let run = plan["run_id"].as_str().unwrap().to_string();
+    assert_eq!(plan["planned"], 1);
+    let first = stack.worker(&[]);
+    let stack_ref = &stack;
+    eventually(Duration::from_secs(60), "the job to be running", || {
+        stack_ref.status(&run)["states"]["running"] == 1
+    })
+    .await;
+    first.signal("KILL");
+    drop(first);
+    // The message comes back after its 3 s visibility; a second worker finishes the job.
+    let mut second = stack.worker(&["--exit-when-idle", "8"]);
+    assert_eq!(
+        second.wait(Duration::from_secs(120)),
+        0,
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(
+        stack.dst_digest("big/app", "v1").await.as_deref(),
+        Some(digest.as_str())
+    );
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 1, "{status}");
+    let job = &status["slowest"][0];
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(job["worker"], "w1", "{job}");
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_message_records_one_success() {
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let p = s
+        .image(
+            "dup/app",
+            Some("v1"),
+            vec![seed::noise(1, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    stack.config_for(&stack.src.host(), &[("dup/app", &["**"])]);
+    let plan = stack.plan();
+    let run = plan["run_id"].as_str().unwrap().to_string();
+    // Take the planned message and put it on the queue twice.
+    let sqs = stack.sqs().await;
+    let got = sqs
+        .receive_message()
+        .queue_url(&stack.queue_url)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let body = got.messages()[0].body().unwrap().to_string();
+    for _ in 0..2 {
+        stack.send_raw(&body).await;
+    }
+    sqs.delete_message()
+        .queue_url(&stack.queue_url)
+        .receipt_handle(got.messages()[0].receipt_handle().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(stack.dst_digest("dup/app", "v1").await, Some(p.digest));
+    let job_id = serde_json::from_str::<Value>(&body).unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = stack.job(&job_id);
+    let successes = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "succeeded")
+        .count();
+    assert_eq!(successes, 1, "{job}");
+    assert_eq!(job["runs"][0]["state"], "succeeded");
+    assert_eq!(job["runs"][0]["run_id"], run.as_str());
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_is_dead_lettered_after_max_receives_and_replays_once_fixed() {
+    let stack = Stack::start(2).await;
+    let s = stack.seeder();
+    let p = s
+        .image(
+            "poison/app",
+            Some("v1"),
+            vec![seed::noise(2, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    let proxy = proxy::Proxy::start(&stack.src.url(), proxy::Faults::default()).await;
+    stack.config_for(&proxy.host(), &[("poison/app", &["**"])]);
+    let plan = stack.plan();
+    assert_eq!(plan["planned"], 1);
+    let run = plan["run_id"].as_str().unwrap().to_string();
+    // Now every source request fails with a 500: a transient failure that never heals.
+    proxy.set_faults(proxy::Faults {
+        error_every: 1,
+        ..Default::default()
+    });
+    let mut w = stack.worker(&["--exit-when-idle", "4"]);
+    assert_eq!(w.wait(Duration::from_secs(120)), 0, "{}", w.stderr());
+    let dead = stack.dlq();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["state"], "dead", "{dead:?}");
+    assert_eq!(dead[0]["attempts"], 2, "{dead:?}");
+    assert_eq!(dead[0]["error_class"], "transient", "{dead:?}");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("500"),
+        "{dead:?}"
+    );
+    // Listing does not consume.
+    assert_eq!(stack.dlq().len(), 1);
+    assert_eq!(stack.status(&run)["failed"][0]["state"], "dead");
+
+    proxy.set_faults(proxy::Faults::default());
+    let replay = stack
+        .planner(&["dlq", "replay", "--error-class", "transient", "--json"])
+        .ok()
+        .json();
+    assert_eq!(replay["replayed"].as_array().unwrap().len(), 1, "{replay}");
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(stack.dst_digest("poison/app", "v1").await, Some(p.digest));
+    let job_id = dead[0]["job_id"].as_str().unwrap();
+    let job = stack.job(job_id);
+    assert_eq!(job["runs"][0]["state"], "succeeded", "{job}");
+    assert_eq!(job["runs"][0]["replays"], 1, "{job}");
+    let events: Vec<&str> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["failed", "dead", "replayed", "succeeded"], "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_jobs_or_releases_them_at_the_deadline() {
+    let stack = Stack::start(5).await;
+    let digest = big_image(&stack).await;
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    // Deadline 0: the in-flight job is released, visible again, and recorded as such.
+    let mut w = stack.worker(&["--drain-seconds", "0"]);
+    let stack_ref = &stack;
+    eventually(Duration::from_secs(60), "the job to be running", || {
+        stack_ref.status(&run)["states"]["running"] == 1
+    })
+    .await;
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(30)), 0, "{}", w.stderr());
+    assert!(w.stderr().contains("released"), "{}", w.stderr());
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["queued"], 1, "{status}");
+
+    // A generous deadline: the worker finishes the job, then exits 0.
+    let mut w = stack.worker(&["--drain-seconds", "60"]);
+    eventually(
+        Duration::from_secs(60),
+        "the job to be running again",
+        || stack_ref.status(&run)["states"]["running"] == 1,
+    )
+    .await;
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(90)), 0, "{}", w.stderr());
+    assert_eq!(
+        stack.dst_digest("big/app", "v1").await.as_deref(),
+        Some(digest.as_str())
+    );
+    assert_eq!(stack.status(&run)["states"]["succeeded"], 1);
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving() {
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let p = s
+        .image(
+            "ok/app",
+            Some("v1"),
+            vec![seed::noise(3, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    stack.config_for(&stack.src.host(), &[("ok/app", &["**"])]);
+    stack.send_raw("this is not json").await;
+    stack.send_raw(r#"{"v": 7, "job_id": "x"}"#).await;
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(stack.dst_digest("ok/app", "v1").await, Some(p.digest));
+    assert_eq!(stack.status(&run)["states"]["succeeded"], 1);
+    let mut dead = stack.dlq();
+    dead.sort_by_key(|d| d["reason"].as_str().unwrap_or("").to_string());
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["error_class"], "bad_message", "{d}");
+        assert!(d["job_id"].is_null());
+    }
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|d| d["parse_error"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unsupported message version 7")),
+        "{reasons:?}"
+    );
+    // Replay leaves what is not a job where it is.
+    let replay = stack
+        .planner(&["dlq", "replay", "--all", "--json"])
+        .ok()
+        .json();
+    assert_eq!(replay["not_jobs"], 2, "{replay}");
+    assert_eq!(stack.dlq().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_events_copy_configured_images_and_acknowledge_the_rest() {
+    const SRC: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let v1 = s
+        .image(
+            "team/app",
+            Some("v1"),
+            vec![seed::noise(4, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    let dev = s
+        .image(
+            "team/app",
+            Some("dev"),
+            vec![seed::noise(5, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    let other = s
+        .image(
+            "team/other",
+            Some("v1"),
+            vec![seed::noise(6, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    // The ECR source host is served by the local registry.
+    let mut config = stack.config_for(SRC, &[("team/app", &["v*"])]);
+    config["registries"][SRC] =
+        serde_json::json!({"endpoint": stack.src.url(), "plain_http": true, "ecr_auth": false});
+    stack.write_config(&config);
+    let event = |repo: &str, tag: &str, digest: &str| {
+        serde_json::json!({
+            "version": "0", "id": "e", "detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": "111122223333", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
+            "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest,
+                       "action-type": "PUSH", "image-tag": tag}
+        })
+        .to_string()
+    };
+    stack.send_raw(&event("team/app", "v1", &v1.digest)).await;
+    stack.send_raw(&event("team/app", "dev", &dev.digest)).await;
+    stack
+        .send_raw(&event("team/other", "v1", &other.digest))
+        .await;
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(stack.dst_digest("team/app", "v1").await, Some(v1.digest));
+    assert_eq!(stack.dst_digest("team/app", "dev").await, None);
+    assert_eq!(stack.dst_digest("team/other", "v1").await, None);
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
+    let err = w.stderr();
+    assert_eq!(err.matches("not covered by the config").count(), 2, "{err}");
+    // The day's event run holds the one job.
+    let status = stack.planner(&["status", "--json"]).ok().json();
+    assert!(
+        status["run"]["run_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("events-"),
+        "{status}"
+    );
+    assert_eq!(status["states"]["succeeded"], 1, "{status}");
+}
