@@ -969,3 +969,29 @@ pub async fn bootstrap_table(
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_name_every_attribute_through_a_placeholder() {
+        let mut u = Update::default();
+        u.set("state", s("running"))
+            .increment("attempts")
+            .set_if_missing("source", s("x"))
+            .remove("error")
+            .unless_final(true);
+        assert_eq!(
+            u.expression(),
+            "SET #state = :v0, #attempts = if_not_exists(#attempts, :v1) + :v2, \
+             #source = if_not_exists(#source, :v3) REMOVE #error"
+        );
+        assert_eq!(
+            u.condition.as_deref(),
+            Some("attribute_not_exists(pk) OR NOT (#state IN (:v4, :v5, :v6))")
+        );
+        assert_eq!(u.names["#source"], "source");
+        assert_eq!(u.values.len(), 7);
+    }
+}

@@ -287,3 +287,19 @@ pub async fn run(
     );
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_per_receive_up_to_the_cap() {
+        let opts = WorkerOptions::default();
+        assert_eq!(opts.requeue_delay(1), Duration::from_secs(30));
+        assert_eq!(opts.requeue_delay(2), Duration::from_secs(60));
+        assert_eq!(opts.requeue_delay(4), Duration::from_secs(240));
+        assert_eq!(opts.requeue_delay(6), MAX_REQUEUE_DELAY);
+        assert_eq!(opts.requeue_delay(1000), MAX_REQUEUE_DELAY);
+        assert_eq!(opts.requeue_delay(0), Duration::from_secs(30));
+    }
+}

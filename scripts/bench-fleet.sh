@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Benchmark (not a test) of the distributed path on loopback: JOBS tiny images go plan → SQS →
+# worker(s) → DynamoDB ledger (moto) with 1, 2 and 4 workers, and the same images through the
+# one-machine `sync`. Prints jobs per second, the per-job overhead of the distributed path, and
+# how throughput scales with workers. Each round gets fresh resources and a fresh destination.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPOS=${REPOS:-4}
+TAGS=${TAGS:-50}
+WORKERS=${WORKERS:-"1 2 4"}
+CONCURRENCY=${CONCURRENCY:-16}
+cargo build --release -q -p ecr-sync-planner -p ecr-sync-worker -p ecr-sync-testkit
+source scripts/lib.sh
+BIN=target/release
+VENV=${ECR_SYNC_VENV:-.venv}
+[ -x "$VENV/bin/moto_server" ] || { echo "moto is missing: run scripts/test.sh first (it creates $VENV)"; exit 1; }
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2-$1:.2f}')"; }
+
+moto_port=$(free_port)
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$WORK/moto.log" 2>&1 &
+STARTED_PIDS+=($!)
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break; sleep 0.2; done
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
+  AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
+
+start_registry SRC
+$BIN/ecr-sync-testkit seed --registry "http://$REG_SRC" --prefix fleet --repos "$REPOS" --tags "$TAGS" --layer-bytes 512 | tail -1
+repos=(); for i in $(seq 0 $((REPOS - 1))); do repos+=("fleet/app$i"); done
+jobs=$((REPOS * TAGS))
+
+# The one-machine sync of the same images.
+start_registry SYNCDST
+sync_config "$WORK/sync.json" "$REG_SRC" "$REG_SYNCDST" "${repos[@]}"
+t0=$(now)
+$BIN/ecr-sync-planner sync --config "$WORK/sync.json" --ledger "$WORK/l.db" --concurrency "$CONCURRENCY" --no-progress >"$WORK/sync.log" 2>&1 || { tail -5 "$WORK/sync.log"; exit 1; }
+sync_s=$(elapsed "$t0" "$(now)")
+
+succeeded() { $BIN/ecr-sync-planner status "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["states"].get("succeeded", 0))'; }
+
+declare -A fleet_s plan_s
+round=0
+for w in $WORKERS; do
+  round=$((round + 1))
+  curl -fsS -X POST "$AWS_ENDPOINT_URL/moto-api/reset" >/dev/null
+  eval "$($BIN/ecr-sync-planner bootstrap --name "bench$round")"
+  export ECR_SYNC_QUEUE_URL ECR_SYNC_DLQ_URL ECR_SYNC_LEDGER_TABLE
+  start_registry "DST$round"
+  dst_var="REG_DST$round"
+  sync_config "$WORK/fleet$round.json" "$REG_SRC" "${!dst_var}" "${repos[@]}"
+  export ECR_SYNC_CONFIG="$WORK/fleet$round.json"
+  # Workers first, idle on the queue, so the clock measures the path and not process start.
+  pids=()
+  for i in $(seq "$w"); do
+    $BIN/ecr-sync-worker --concurrency "$CONCURRENCY" --wait-seconds 1 >"$WORK/w$round-$i.out" 2>"$WORK/w$round-$i.err" &
+    pids+=($!); STARTED_PIDS+=($!)
+  done
+  sleep 1
+  t0=$(now)
+  run=$($BIN/ecr-sync-planner plan --json 2>"$WORK/plan$round.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+  plan_s[$w]=$(elapsed "$t0" "$(now)")
+  deadline=$(( $(date +%s) + 600 ))
+  until [ "$(succeeded "$run")" -ge "$jobs" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "round with $w workers did not finish in 600 s"; tail -3 "$WORK/w$round-1.err"; exit 1; }
+    sleep 0.5
+  done
+  fleet_s[$w]=$(elapsed "$t0" "$(now)")
+  for p in "${pids[@]}"; do kill -TERM "$p"; done
+  for p in "${pids[@]}"; do wait "$p" || true; done
+done
+
+python3 - "$jobs" "$sync_s" "$WORKERS" "$(for w in $WORKERS; do printf '%s ' "${fleet_s[$w]}"; done)" "$(for w in $WORKERS; do printf '%s ' "${plan_s[$w]}"; done)" <<'PY'
+import sys
+jobs, sync_s = int(sys.argv[1]), float(sys.argv[2])
+workers = [int(w) for w in sys.argv[3].split()]
+fleet = [float(x) for x in sys.argv[4].split()]
+plan = [float(x) for x in sys.argv[5].split()]
+print(f"fleet benchmark: {jobs} tiny images, moto for SQS + DynamoDB, docker-registry on loopback")
+print(f"{'path':<22}{'seconds':>9}{'jobs/s':>9}{'plan s':>9}{'vs 1 worker':>13}")
+print(f"{'sync (one process)':<22}{sync_s:>9.2f}{jobs / sync_s:>9.1f}{'':>9}{'':>13}")
+for w, f, p in zip(workers, fleet, plan):
+    print(f"{f'fleet, {w} worker(s)':<22}{f:>9.2f}{jobs / f:>9.1f}{p:>9.2f}{fleet[0] / f:>12.2f}x")
+print(f"per-job overhead of the distributed path (1 worker vs sync): {(fleet[0] - sync_s) / jobs * 1000:.1f} ms")
+PY
