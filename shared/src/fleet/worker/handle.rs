@@ -86,23 +86,32 @@ pub(super) async fn message(shared: Arc<Shared>, msg: Received) {
 }
 
 async fn run_job(shared: Arc<Shared>, msg: Received, job: JobMessage) {
-    let attempt = match shared.ledger.start_job(&job, &shared.opts.worker_id).await {
+    if !shared.running.lock().unwrap().insert(job.job_id.clone()) {
+        tracing::info!("this worker is already running the job; the duplicate comes back later");
+        return shared.come_back(&msg, 1).await;
+    }
+    run_claimed(&shared, &msg, &job).await;
+    shared.running.lock().unwrap().remove(&job.job_id);
+}
+
+async fn run_claimed(shared: &Shared, msg: &Received, job: &JobMessage) {
+    let attempt = match shared.ledger.start_job(job, &shared.opts.worker_id).await {
         Ok(Start::Go(n)) => n,
         Ok(Start::AlreadyDone(state)) => {
             tracing::info!(state = %state, "job already ended; duplicate delivery acknowledged");
-            return shared.delete(&msg).await;
+            return shared.delete(msg).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "ledger unavailable; the message will come back");
-            return shared.come_back(&msg, msg.receive_count).await;
+            return shared.come_back(msg, msg.receive_count).await;
         }
     };
     let started = Instant::now();
     let ctx = shared.contexts.current();
-    let copy = copy(&ctx, &job, attempt > 1);
+    let copy = copy(&ctx, job, attempt > 1);
     let outcome = tokio::select! {
         outcome = with_deadline(copy, shared.opts.job_deadline) => outcome,
-        _ = shared.heartbeat(&msg) => unreachable!("the heartbeat never ends"),
+        _ = shared.heartbeat(msg) => unreachable!("the heartbeat never ends"),
         _ = shared.aborted() => Attempt::Released,
     };
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -129,11 +138,11 @@ async fn run_job(shared: Arc<Shared>, msg: Received, job: JobMessage) {
         ),
         Attempt::Released => {
             tracing::warn!("drain deadline passed; job released to the queue");
-            if let Err(e) = shared.ledger.requeue_job(&job, "released", worker).await {
+            if let Err(e) = shared.ledger.requeue_job(job, "released", worker).await {
                 tracing::error!(error = %e, "could not record the release");
             }
             metrics::emit_job("released", 0, duration_ms, &job.run_id, &job.job_id);
-            return shared.release(&msg).await;
+            return shared.release(msg).await;
         }
     };
     let finish = Finish {
@@ -144,11 +153,11 @@ async fn run_job(shared: Arc<Shared>, msg: Received, job: JobMessage) {
         error_class: class.clone().filter(|_| state != "skipped"),
         error: reason.clone().filter(|_| state != "skipped"),
     };
-    let recorded = match shared.ledger.finish_job(&job, worker, &finish).await {
+    let recorded = match shared.ledger.finish_job(job, worker, &finish).await {
         Ok(recorded) => recorded,
         Err(e) => {
             tracing::error!(error = %e, "could not record the outcome; the message will come back");
-            return shared.come_back(&msg, msg.receive_count).await;
+            return shared.come_back(msg, msg.receive_count).await;
         }
     };
     metrics::emit_job(state, bytes, duration_ms, &job.run_id, &job.job_id);
@@ -174,18 +183,18 @@ async fn run_job(shared: Arc<Shared>, msg: Received, job: JobMessage) {
         }
     }
     match state {
-        "failed" => shared.come_back(&msg, msg.receive_count).await,
+        "failed" => shared.come_back(msg, msg.receive_count).await,
         "dead" if recorded => {
             shared
                 .dead_letter(
-                    &msg,
+                    msg,
                     &job.to_json(),
                     class.as_deref().unwrap_or("unknown"),
                     reason.as_deref().unwrap_or(""),
                 )
                 .await
         }
-        _ => shared.delete(&msg).await,
+        _ => shared.delete(msg).await,
     }
 }
 

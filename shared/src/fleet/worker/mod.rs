@@ -144,6 +144,9 @@ pub(crate) struct Shared {
     contexts: Contexts,
     max_receive_count: Option<u32>,
     abort: watch::Receiver<bool>,
+    /// Jobs running in this process: a second delivery of one of them waits its turn instead
+    /// of copying the same image twice at once.
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -183,6 +186,7 @@ pub async fn run(
         contexts,
         max_receive_count,
         abort,
+        running: Default::default(),
     });
     let permits = Arc::new(Semaphore::new(limit));
     let mut tasks = JoinSet::new();
