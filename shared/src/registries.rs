@@ -20,6 +20,7 @@ pub struct Registries {
     retry: RetryPolicy,
     clients: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
     ecr: OnceCell<Arc<EcrApi>>,
+    own_registry: OnceCell<String>,
 }
 
 impl Registries {
@@ -30,12 +31,42 @@ impl Registries {
             retry,
             clients: Default::default(),
             ecr: OnceCell::new(),
+            own_registry: OnceCell::new(),
         }
     }
 
     /// The ECR API, loading AWS settings on first use (so runs without ECR never touch them).
     pub async fn ecr(&self) -> Arc<EcrApi> {
         self.ecr.get_or_init(EcrApi::load).await.clone()
+    }
+
+    /// The destination registry host: the config's `destination_registry`, or the caller's own
+    /// ECR registry (looked up once).
+    pub async fn destination(&self) -> Result<String, SetupError> {
+        if let Some(h) = &self.config.destination_registry {
+            return Ok(h.clone());
+        }
+        self.own_registry
+            .get_or_try_init(|| async {
+                self.ecr().await.own_registry().await.map_err(|e| {
+                    SetupError(format!(
+                        "destination_registry is not set and the caller's ECR registry is unknown: {e}"
+                    ))
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// The destination host and client, with every source client made too, so a missing
+    /// credential variable or CA file stops a run before anything is copied or planned.
+    pub async fn prepare(&self) -> Result<(String, Arc<Registry>), SetupError> {
+        let host = self.destination().await?;
+        let dst = self.get(&host).await?;
+        for repo in &self.config.repos {
+            self.get(&repo.source.registry).await?;
+        }
+        Ok((host, dst))
     }
 
     /// Every client made so far, by host.

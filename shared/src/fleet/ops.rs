@@ -4,11 +4,13 @@
 
 use super::ledger::{FleetLedger, JobItem, RepoRecord, RunRecord, TableError};
 use super::message::{Incoming, JobMessage};
-use super::queue::{Queue, QueueError, Received, ATTR_ERROR, ATTR_ERROR_CLASS, SQS_BATCH};
+use super::queue::{Queue, QueueError, Received, ATTR_ERROR, ATTR_ERROR_CLASS};
 use std::collections::BTreeMap;
 
 /// How many dead-lettered messages one command reads at most.
 pub const DLQ_READ_LIMIT: usize = 10_000;
+/// How long a replay keeps the dead-lettered messages it read hidden while it works on them.
+const REPLAY_HIDE_SECONDS: i32 = 300;
 
 /// An operator command that failed.
 #[derive(Debug, thiserror::Error)]
@@ -187,42 +189,36 @@ pub async fn dlq_replay(
 ) -> Result<ReplayReport, OpsError> {
     let mut report = ReplayReport::default();
     let mut leave: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let messages = dlq.take_all(DLQ_READ_LIMIT, REPLAY_HIDE_SECONDS).await?;
     let result = async {
-        let mut empty = 0;
-        while seen.len() < DLQ_READ_LIMIT && empty < 2 {
-            let batch = dlq.receive(SQS_BATCH, 1, Some(60)).await?;
-            if batch.is_empty() {
-                empty += 1;
-            }
-            for m in batch {
-                if !seen.insert(m.message_id.clone()) {
-                    leave.push(m.receipt);
+        for m in &messages {
+            let job = match Incoming::parse(&m.body) {
+                Ok(Incoming::Job(job)) => job,
+                _ => {
+                    report.not_jobs += 1;
+                    leave.push(m.receipt.clone());
                     continue;
                 }
-                let job = match Incoming::parse(&m.body) {
-                    Ok(Incoming::Job(job)) => job,
-                    _ => {
-                        report.not_jobs += 1;
-                        leave.push(m.receipt);
-                        continue;
-                    }
-                };
-                if !selected(selection, &job, &m, ledger).await? {
-                    report.kept += 1;
-                    leave.push(m.receipt);
-                    continue;
-                }
-                queue.send(&job.to_json(), &[]).await?;
-                ledger.requeue_job(&job, "replayed", who).await?;
-                dlq.delete(&m.receipt).await?;
-                tracing::info!(job_id = %job.job_id, run_id = %job.run_id, "replayed");
-                report.replayed.push(job.job_id);
+            };
+            if !selected(selection, &job, m, ledger).await? {
+                report.kept += 1;
+                leave.push(m.receipt.clone());
+                continue;
             }
+            queue.send(&job.to_json(), &[]).await?;
+            ledger.requeue_job(&job, "replayed", who).await?;
+            dlq.delete(&m.receipt).await?;
+            tracing::info!(job_id = %job.job_id, run_id = %job.run_id, "replayed");
+            report.replayed.push(job.job_id);
         }
         Ok::<_, OpsError>(())
     }
     .await;
+    // On an error, the messages not yet handled become visible again with the rest.
+    if result.is_err() {
+        let handled = report.replayed.len() + leave.len();
+        leave.extend(messages.iter().skip(handled).map(|m| m.receipt.clone()));
+    }
     let released = dlq.release_all(&leave).await;
     result?;
     released?;

@@ -98,18 +98,7 @@ pub async fn plan(
 ) -> Result<PlanReport, PlanError> {
     let started = Instant::now();
     let registries = Registries::new(config, opts.retry.clone());
-    let dst_host = match &config.destination_registry {
-        Some(h) => h.clone(),
-        None => registries.ecr().await.own_registry().await.map_err(|e| {
-            SetupError(format!(
-                "destination_registry is not set and the caller's ECR registry is unknown: {e}"
-            ))
-        })?,
-    };
-    let dst = registries.get(&dst_host).await?;
-    for repo in &config.repos {
-        registries.get(&repo.source.registry).await?;
-    }
+    let (dst_host, dst) = registries.prepare().await?;
     let mut run = RunRecord {
         run_id: uuid::Uuid::new_v4().to_string(),
         state: "planning".into(),

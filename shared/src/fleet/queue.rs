@@ -350,33 +350,44 @@ impl Queue {
         Ok(out.attributes().cloned().unwrap_or_default())
     }
 
-    /// Reads every message in the queue without taking any: each is received with a short
-    /// visibility, then all are made visible again. Meant for the dead-letter queue, where
-    /// nothing else consumes (receive counts there only grow). Stops after `limit` messages.
-    pub async fn peek_all(&self, limit: usize) -> Result<Vec<Received>, QueueError> {
+    /// Receives every message in the queue (up to `limit`), each once, and keeps them hidden for
+    /// `hide_seconds`. An empty answer can come while messages exist (SQS samples servers), so
+    /// it stops after two empty receives in a row. Meant for the dead-letter queue, where
+    /// nothing else consumes. On an error, what was received is made visible again.
+    pub async fn take_all(
+        &self,
+        limit: usize,
+        hide_seconds: i32,
+    ) -> Result<Vec<Received>, QueueError> {
         let mut seen: Vec<Received> = Vec::new();
-        let result = async {
-            let mut empty = 0;
-            // An empty answer can come while messages exist (SQS samples servers), so stop
-            // after two empty receives in a row.
-            while seen.len() < limit && empty < 2 {
-                let batch = self.receive(SQS_BATCH, 1, Some(60)).await?;
-                if batch.is_empty() {
-                    empty += 1;
+        let mut empty = 0;
+        while seen.len() < limit && empty < 2 {
+            let batch = match self.receive(SQS_BATCH, 1, Some(hide_seconds)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let receipts: Vec<String> = seen.iter().map(|m| m.receipt.clone()).collect();
+                    let _ = self.release_all(&receipts).await;
+                    return Err(e);
                 }
-                for m in batch {
-                    if !seen.iter().any(|s| s.message_id == m.message_id) {
-                        seen.push(m);
-                    }
+            };
+            if batch.is_empty() {
+                empty += 1;
+            }
+            for m in batch {
+                if !seen.iter().any(|s| s.message_id == m.message_id) {
+                    seen.push(m);
                 }
             }
-            Ok::<_, QueueError>(())
         }
-        .await;
+        Ok(seen)
+    }
+
+    /// Reads every message in the queue without taking any: [`Queue::take_all`], then all are
+    /// made visible again (receive counts only grow).
+    pub async fn peek_all(&self, limit: usize) -> Result<Vec<Received>, QueueError> {
+        let seen = self.take_all(limit, 60).await?;
         let receipts: Vec<String> = seen.iter().map(|m| m.receipt.clone()).collect();
-        let released = self.release_all(&receipts).await;
-        result?;
-        released?;
+        self.release_all(&receipts).await?;
         Ok(seen)
     }
 }

@@ -34,12 +34,10 @@ const REPO_PARALLELISM: usize = 4;
 /// A run that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// Settings that cannot work (unreadable CA file, missing credential variable, no region…).
-    #[error("{0}")]
-    Setup(String),
-    /// A registry client could not be made.
+    /// Settings that cannot work (unreadable CA file, missing credential variable, unknown
+    /// destination registry…).
     #[error(transparent)]
-    Registry(#[from] crate::registries::SetupError),
+    Setup(#[from] crate::registries::SetupError),
     /// The ledger could not be written.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
@@ -85,20 +83,7 @@ pub async fn run(
     let started = Instant::now();
     let started_at = rfc3339(SystemTime::now());
     let registries = Registries::new(config, opts.retry.clone());
-    let dst_host = match &config.destination_registry {
-        Some(h) => h.clone(),
-        None => registries.ecr().await.own_registry().await.map_err(|e| {
-            SyncError::Setup(format!(
-                "destination_registry is not set and the caller's ECR registry is unknown: {e}"
-            ))
-        })?,
-    };
-    let dst = registries.get(&dst_host).await?;
-    // Make every source client now, so a missing credential variable or CA file stops the run
-    // before anything is copied.
-    for repo in &config.repos {
-        registries.get(&repo.source.registry).await?;
-    }
+    let (dst_host, dst) = registries.prepare().await?;
     let job_limit = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
     let blobs = BlobMover::new(
         config.concurrency.blobs,

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
-use tokio::sync::OnceCell;
 
 /// Blob knowledge (which repositories hold which blobs) is dropped past this many entries, so a
 /// long-lived worker stays small; forgetting only costs a HEAD or a mount later.
@@ -30,7 +29,6 @@ pub struct Context {
     pub registries: Registries,
     retry: RetryPolicy,
     movers: Mutex<HashMap<String, Arc<BlobMover>>>,
-    own_registry: OnceCell<String>,
     /// Bytes streamed, for progress.
     pub bytes: Arc<AtomicU64>,
 }
@@ -44,7 +42,6 @@ impl Context {
             version,
             retry,
             movers: Mutex::new(HashMap::new()),
-            own_registry: OnceCell::new(),
             bytes: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -69,24 +66,6 @@ impl Context {
             return replacement;
         }
         mover
-    }
-
-    /// The destination registry host: the config's, or the caller's own ECR registry.
-    async fn destination(&self) -> Result<String, String> {
-        if let Some(h) = &self.config.destination_registry {
-            return Ok(h.clone());
-        }
-        self.own_registry
-            .get_or_try_init(|| async {
-                self.registries
-                    .ecr()
-                    .await
-                    .own_registry()
-                    .await
-                    .map_err(|e| format!("the caller's ECR registry is unknown: {e}"))
-            })
-            .await
-            .cloned()
     }
 
     /// Turns a push event into a job of run `events-YYYY-MM-DD`. `Ok(Err(reason))` is an event
@@ -119,7 +98,11 @@ impl Context {
         }
         let digest = crate::digest::Digest::parse(&event.digest)
             .map_err(|e| format!("detail.image-digest: {e}"))?;
-        let dst_host = self.destination().await?;
+        let dst_host = self
+            .registries
+            .destination()
+            .await
+            .map_err(|e| e.to_string())?;
         let dst = self
             .registries
             .get(&dst_host)

@@ -19,16 +19,23 @@
 //! that is `succeeded`, `skipped` or `dead` is never started or finished again (a duplicate
 //! delivery is acknowledged instead), so a run ends with one consistent record per job.
 
+mod bootstrap;
+mod items;
+mod update;
+
+pub use bootstrap::bootstrap_table;
+pub use items::{JobEvent, JobItem, RepoRecord, RunRecord};
+
 use super::message::JobMessage;
-use crate::sync::rfc3339_ms;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
-    WriteRequest,
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use items::{
+    expires_at, get_n, get_s, is_conditional, job_attributes, job_item, job_key, n, now, run_key,
+    s, Item,
 };
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use update::Update;
 
 /// History is kept this long (DynamoDB TTL removes it after).
 pub const HISTORY_DAYS: u64 = 90;
@@ -38,8 +45,6 @@ const WRITE_BATCH: usize = 25;
 const BATCH_REWRITES: u32 = 6;
 /// The one global secondary index.
 pub const GSI: &str = "gsi1";
-
-type Item = HashMap<String, AttributeValue>;
 
 /// A DynamoDB call that failed (after the SDK's own retries).
 #[derive(Debug, thiserror::Error)]
@@ -51,104 +56,6 @@ pub struct TableError {
     pub table: String,
     /// What went wrong.
     pub message: String,
-}
-
-/// A run as recorded.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RunRecord {
-    /// Run id.
-    pub run_id: String,
-    /// `planning`, `planned`, `failed` (planning stopped), or `events` (push events of a day).
-    pub state: String,
-    /// When planning started.
-    pub started_at: String,
-    /// When planning ended.
-    pub planned_at: Option<String>,
-    /// Where the config came from.
-    pub config_source: String,
-    /// The config version read (S3 version id / ETag, or a file hash).
-    pub config_version: String,
-    /// Jobs sent.
-    pub planned: u64,
-    /// Tags already equal at the destination.
-    pub up_to_date: u64,
-    /// Repositories that could not be planned.
-    pub failed_repos: u64,
-}
-
-/// One repository of a run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RepoRecord {
-    /// `host/repo` at the source.
-    pub source: String,
-    /// Destination repository.
-    pub destination: String,
-    /// Jobs sent for it.
-    pub planned: u64,
-    /// Tags already equal.
-    pub up_to_date: u64,
-    /// `planned`, `created`, `skipped` or `failed`.
-    pub event: String,
-    /// Why skipped or failed.
-    pub reason: Option<String>,
-}
-
-/// One job of one run, as it stands.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct JobItem {
-    /// Run id.
-    pub run_id: String,
-    /// Job id.
-    pub job_id: String,
-    /// State (see the module docs).
-    pub state: String,
-    /// Attempts started.
-    pub attempts: u64,
-    /// Times replayed from the dead-letter queue.
-    pub replays: u64,
-    /// The last worker that touched it.
-    pub worker: Option<String>,
-    /// `host/repo:tag` at the source.
-    pub source: String,
-    /// `host/repo:tag` at the destination.
-    pub destination: String,
-    /// The source digest.
-    pub digest: String,
-    /// Bytes streamed by the attempt that finished it.
-    pub bytes: u64,
-    /// Duration of the attempt that finished it, in milliseconds.
-    pub duration_ms: u64,
-    /// Error class of the last failure.
-    pub error_class: Option<String>,
-    /// Reason of the last failure.
-    pub error: Option<String>,
-    /// When it was queued.
-    pub queued_at: String,
-    /// Last change.
-    pub updated_at: String,
-}
-
-/// One entry of a job's history.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct JobEvent {
-    /// When.
-    pub at: String,
-    /// The run.
-    pub run_id: String,
-    /// `succeeded`, `skipped`, `failed`, `dead`, `released`, `replayed`, `duplicate`.
-    pub event: String,
-    /// The attempt number it belongs to.
-    pub attempt: u64,
-    /// The worker (or `operator`).
-    pub worker: Option<String>,
-    /// Bytes streamed.
-    pub bytes: u64,
-    /// Milliseconds.
-    pub duration_ms: u64,
-    /// Error class.
-    pub error_class: Option<String>,
-    /// Reason.
-    pub error: Option<String>,
 }
 
 /// How a job attempt ended, for [`FleetLedger::finish_job`].
@@ -183,152 +90,6 @@ pub struct FleetLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
 }
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn get_s(item: &Item, key: &str) -> Option<String> {
-    item.get(key).and_then(|v| v.as_s().ok()).cloned()
-}
-
-fn get_n(item: &Item, key: &str) -> u64 {
-    item.get(key)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn expires_at() -> AttributeValue {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    n(now + HISTORY_DAYS * 86_400)
-}
-
-fn now() -> String {
-    rfc3339_ms(SystemTime::now())
-}
-
-fn job_key(run_id: &str, job_id: &str) -> Item {
-    HashMap::from([
-        ("pk".to_string(), s(format!("RUN#{run_id}"))),
-        ("sk".to_string(), s(format!("JOB#{job_id}"))),
-    ])
-}
-
-fn run_key(run_id: &str) -> Item {
-    HashMap::from([
-        ("pk".to_string(), s(format!("RUN#{run_id}"))),
-        ("sk".to_string(), s("#RUN")),
-    ])
-}
-
-fn is_conditional<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
-}
-
-/// An UpdateItem expression under construction. Every attribute goes through a `#name`
-/// placeholder, so DynamoDB's reserved words (`state`, `source`, `bytes`, …) never bite.
-#[derive(Default)]
-struct Update {
-    sets: Vec<String>,
-    removes: Vec<String>,
-    condition: Option<String>,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl Update {
-    fn name(&mut self, attr: &str) -> String {
-        let key = format!("#{attr}");
-        self.names.insert(key.clone(), attr.to_string());
-        key
-    }
-
-    fn value(&mut self, v: AttributeValue) -> String {
-        let key = format!(":v{}", self.values.len());
-        self.values.insert(key.clone(), v);
-        key
-    }
-
-    fn set(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
-        let (n, v) = (self.name(attr), self.value(v));
-        self.sets.push(format!("{n} = {v}"));
-        self
-    }
-
-    fn set_if_missing(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
-        let (n, v) = (self.name(attr), self.value(v));
-        self.sets.push(format!("{n} = if_not_exists({n}, {v})"));
-        self
-    }
-
-    fn increment(&mut self, attr: &str) -> &mut Self {
-        let (n, zero, one) = (self.name(attr), self.value(n(0)), self.value(n(1)));
-        self.sets
-            .push(format!("{n} = if_not_exists({n}, {zero}) + {one}"));
-        self
-    }
-
-    fn remove(&mut self, attr: &str) -> &mut Self {
-        let n = self.name(attr);
-        self.removes.push(n);
-        self
-    }
-
-    /// Only when the job has not ended for good (`absent_ok`: or does not exist yet).
-    fn unless_final(&mut self, absent_ok: bool) -> &mut Self {
-        let state = self.name("state");
-        let finals: Vec<String> = FINAL.iter().map(|f| self.value(s(*f))).collect();
-        let exists = if absent_ok {
-            "attribute_not_exists(pk) OR"
-        } else {
-            "attribute_exists(pk) AND"
-        };
-        self.condition = Some(format!("{exists} NOT ({state} IN ({}))", finals.join(", ")));
-        self
-    }
-
-    fn only_in_state(&mut self, wanted: &str) -> &mut Self {
-        let (n, v) = (self.name("state"), self.value(s(wanted)));
-        self.condition = Some(format!("{n} = {v}"));
-        self
-    }
-
-    fn expression(&self) -> String {
-        let mut e = format!("SET {}", self.sets.join(", "));
-        if !self.removes.is_empty() {
-            e.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
-        }
-        e
-    }
-
-    /// The request for `key` in `table`.
-    fn request(
-        self,
-        client: &aws_sdk_dynamodb::Client,
-        table: &str,
-        key: Item,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        client
-            .update_item()
-            .table_name(table)
-            .set_key(Some(key))
-            .update_expression(self.expression())
-            .set_condition_expression(self.condition)
-            .set_expression_attribute_names(Some(self.names))
-            .set_expression_attribute_values(Some(self.values))
-    }
-}
-
-/// States in which a job is finished for good.
-const FINAL: [&str; 3] = ["succeeded", "skipped", "dead"];
 
 impl FleetLedger {
     /// The ledger in `table`.
@@ -826,172 +587,5 @@ impl FleetLedger {
             .await
             .map_err(|e| self.error("Query", e))?;
         Ok(out.items().to_vec())
-    }
-}
-
-/// The attributes a job item takes from its message.
-fn job_attributes(m: &JobMessage) -> Vec<(&'static str, AttributeValue)> {
-    vec![
-        ("kind", s("job")),
-        ("run_id", s(&m.run_id)),
-        ("job_id", s(&m.job_id)),
-        ("gsi1pk", s(format!("JOB#{}", m.job_id))),
-        (
-            "source",
-            s(format!(
-                "{}/{}:{}",
-                m.source.registry, m.source.repository, m.source.tag
-            )),
-        ),
-        (
-            "destination",
-            s(format!(
-                "{}/{}:{}",
-                m.destination.registry, m.destination.repository, m.source.tag
-            )),
-        ),
-        ("digest", s(&m.source.digest)),
-        ("expires_at", expires_at()),
-    ]
-}
-
-fn job_item(i: &Item) -> JobItem {
-    JobItem {
-        run_id: get_s(i, "run_id").unwrap_or_default(),
-        job_id: get_s(i, "job_id").unwrap_or_default(),
-        state: get_s(i, "state").unwrap_or_default(),
-        attempts: get_n(i, "attempts"),
-        replays: get_n(i, "replays"),
-        worker: get_s(i, "worker"),
-        source: get_s(i, "source").unwrap_or_default(),
-        destination: get_s(i, "destination").unwrap_or_default(),
-        digest: get_s(i, "digest").unwrap_or_default(),
-        bytes: get_n(i, "bytes"),
-        duration_ms: get_n(i, "duration_ms"),
-        error_class: get_s(i, "error_class"),
-        error: get_s(i, "error"),
-        queued_at: get_s(i, "queued_at").unwrap_or_default(),
-        updated_at: get_s(i, "updated_at").unwrap_or_default(),
-    }
-}
-
-/// Creates the ledger table with the schema above (on-demand, TTL on `expires_at`) unless it
-/// exists, and waits until it is active.
-pub async fn bootstrap_table(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Result<(), TableError> {
-    let err = |op, e: &dyn std::fmt::Display| TableError {
-        op,
-        table: table.to_string(),
-        message: e.to_string(),
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("name and type are set")
-    };
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("name and type are set")
-    };
-    let created = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .attribute_definitions(attr("gsi1pk"))
-        .attribute_definitions(attr("gsi1sk"))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(GSI)
-                .key_schema(key("gsi1pk", KeyType::Hash))
-                .key_schema(key("gsi1sk", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .expect("index fields are set"),
-        )
-        .send()
-        .await;
-    match created {
-        Ok(_) => {}
-        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ResourceInUseException") => {
-        }
-        Err(e) => return Err(err("CreateTable", &DisplayErrorContext(&e))),
-    }
-    for _ in 0..120 {
-        let out = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| err("DescribeTable", &DisplayErrorContext(&e)))?;
-        let status = out.table().and_then(|t| t.table_status().cloned());
-        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    client
-        .update_time_to_live()
-        .table_name(table)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
-                .enabled(true)
-                .build()
-                .expect("name and flag are set"),
-        )
-        .send()
-        .await
-        .map(|_| ())
-        .or_else(|e| {
-            // Enabling TTL twice is an error on AWS; the second call changes nothing.
-            if e.as_service_error()
-                .and_then(|s| s.message())
-                .is_some_and(|m| m.contains("already enabled"))
-            {
-                Ok(())
-            } else {
-                Err(err("UpdateTimeToLive", &DisplayErrorContext(&e)))
-            }
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn updates_name_every_attribute_through_a_placeholder() {
-        let mut u = Update::default();
-        u.set("state", s("running"))
-            .increment("attempts")
-            .set_if_missing("source", s("x"))
-            .remove("error")
-            .unless_final(true);
-        assert_eq!(
-            u.expression(),
-            "SET #state = :v0, #attempts = if_not_exists(#attempts, :v1) + :v2, \
-             #source = if_not_exists(#source, :v3) REMOVE #error"
-        );
-        assert_eq!(
-            u.condition.as_deref(),
-            Some("attribute_not_exists(pk) OR NOT (#state IN (:v4, :v5, :v6))")
-        );
-        assert_eq!(u.names["#source"], "source");
-        assert_eq!(u.values.len(), 7);
     }
 }
