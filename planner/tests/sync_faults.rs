@@ -13,7 +13,7 @@ async fn resets_500s_and_429s_are_retried_and_the_copy_completes() {
         reset_every: 7,
         error_every: 5,
         throttle_every: 11,
-        corrupt_blobs: false,
+        ..Default::default()
     };
     let src_proxy = proxy::Proxy::start(&src.url(), faults.clone()).await;
     let dst_proxy = proxy::Proxy::start(&dst.url(), faults).await;

@@ -21,6 +21,9 @@ pub struct Faults {
     pub throttle_every: u64,
     /// Flip one byte in every blob GET body (same length: only a digest check can tell).
     pub corrupt_blobs: bool,
+    /// Hold every blob GET this long before answering, so a copy is surely in flight for a
+    /// while (kill and drain tests).
+    pub blob_delay: std::time::Duration,
 }
 
 struct State {
@@ -78,6 +81,10 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
     if hit(faults.throttle_every) {
         return Ok(full(429, &[("retry-after", "1")]));
     }
+    let blob_get = method == hyper::Method::GET && pq.contains("/blobs/sha256:");
+    if blob_get && !faults.blob_delay.is_zero() {
+        tokio::time::sleep(faults.blob_delay).await;
+    }
     let mut rb = st
         .client
         .request(method.clone(), format!("{}{pq}", st.upstream));
@@ -111,8 +118,7 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             out = out.header(k, v);
         }
     }
-    let corrupt =
-        faults.corrupt_blobs && method == hyper::Method::GET && pq.contains("/blobs/sha256:");
+    let corrupt = faults.corrupt_blobs && blob_get;
     let mut first = true;
     let stream = resp.bytes_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;

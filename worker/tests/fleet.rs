@@ -125,8 +125,9 @@ async fn plan_then_two_workers_copy_everything_and_the_ledger_agrees() {
     assert_eq!(again["up_to_date"], 13, "{again}");
 }
 
-/// One image with a layer big enough that a copy takes a moment (for kill and drain tests).
-async fn big_image(stack: &Stack) -> String {
+/// One image with a big layer, served through a proxy that holds each blob GET for 3 s, so a
+/// copy is surely in flight when a kill or drain test acts on it.
+async fn big_image(stack: &Stack) -> (String, proxy::Proxy) {
     let s = stack.seeder();
     let layer = s.big_blob("big/app", 3, 192 << 20).await.unwrap();
     let p = s
@@ -139,14 +140,19 @@ async fn big_image(stack: &Stack) -> String {
         )
         .await
         .unwrap();
-    stack.config_for(&stack.src.host(), &[("big/app", &["v1"])]);
-    p.digest
+    let slow = proxy::Faults {
+        blob_delay: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let proxy = proxy::Proxy::start(&stack.src.url(), slow).await;
+    stack.config_for(&proxy.host(), &[("big/app", &["v1"])]);
+    (p.digest, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_copy_leaves_the_job_to_another_which_completes_it() {
     let stack = Stack::start(5).await;
-    let digest = big_image(&stack).await;
+    let (digest, _proxy) = big_image(&stack).await;
     let plan = stack.plan();
     let run = plan["run_id"].as_str().unwrap().to_string();
     assert_eq!(plan["planned"], 1);
@@ -196,24 +202,10 @@ async fn a_duplicated_message_records_one_success() {
     let plan = stack.plan();
     let run = plan["run_id"].as_str().unwrap().to_string();
     // Take the planned message and put it on the queue twice.
-    let sqs = stack.sqs().await;
-    let got = sqs
-        .receive_message()
-        .queue_url(&stack.queue_url)
-        .wait_time_seconds(2)
-        .send()
-        .await
-        .unwrap();
-    let body = got.messages()[0].body().unwrap().to_string();
+    let body = stack.take_message().await;
     for _ in 0..2 {
         stack.send_raw(&body).await;
     }
-    sqs.delete_message()
-        .queue_url(&stack.queue_url)
-        .receipt_handle(got.messages()[0].receipt_handle().unwrap())
-        .send()
-        .await
-        .unwrap();
     let mut w = stack.worker(&["--exit-when-idle", "3"]);
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
     assert_eq!(stack.dst_digest("dup/app", "v1").await, Some(p.digest));
@@ -300,7 +292,7 @@ async fn a_poison_job_is_dead_lettered_after_max_receives_and_replays_once_fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_jobs_or_releases_them_at_the_deadline() {
     let stack = Stack::start(5).await;
-    let digest = big_image(&stack).await;
+    let (digest, _proxy) = big_image(&stack).await;
     let run = stack.plan()["run_id"].as_str().unwrap().to_string();
     // Deadline 0: the in-flight job is released, visible again, and recorded as such.
     let mut w = stack.worker(&["--drain-seconds", "0"]);
@@ -387,7 +379,6 @@ async fn a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_events_copy_configured_images_and_acknowledge_the_rest() {
-    const SRC: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
     let stack = Stack::start(5).await;
     let s = stack.seeder();
     let v1 = s
@@ -421,24 +412,15 @@ async fn push_events_copy_configured_images_and_acknowledge_the_rest() {
         .await
         .unwrap();
     // The ECR source host is served by the local registry.
-    let mut config = stack.config_for(SRC, &[("team/app", &["v*"])]);
-    config["registries"][SRC] =
-        serde_json::json!({"endpoint": stack.src.url(), "plain_http": true, "ecr_auth": false});
-    stack.write_config(&config);
-    let event = |repo: &str, tag: &str, digest: &str| {
-        serde_json::json!({
-            "version": "0", "id": "e", "detail-type": "ECR Image Action", "source": "aws.ecr",
-            "account": "111122223333", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
-            "resources": [],
-            "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest,
-                       "action-type": "PUSH", "image-tag": tag}
-        })
-        .to_string()
-    };
-    stack.send_raw(&event("team/app", "v1", &v1.digest)).await;
-    stack.send_raw(&event("team/app", "dev", &dev.digest)).await;
+    stack.ecr_source_config(&[("team/app", &["v*"])]);
     stack
-        .send_raw(&event("team/other", "v1", &other.digest))
+        .send_raw(&push_event("team/app", "v1", &v1.digest))
+        .await;
+    stack
+        .send_raw(&push_event("team/app", "dev", &dev.digest))
+        .await;
+    stack
+        .send_raw(&push_event("team/other", "v1", &other.digest))
         .await;
     let mut w = stack.worker(&["--exit-when-idle", "3"]);
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());

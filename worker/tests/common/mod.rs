@@ -185,6 +185,15 @@ impl Stack {
         config
     }
 
+    /// Like [`Stack::config_for`], with the source named as the ECR registry [`ECR_SOURCE`] and
+    /// served by the local source registry, as push events name it.
+    pub fn ecr_source_config(&self, repos: &[(&str, &[&str])]) {
+        let mut config = self.config_for(ECR_SOURCE, repos);
+        config["registries"][ECR_SOURCE] =
+            serde_json::json!({"endpoint": self.src.url(), "plain_http": true, "ecr_auth": false});
+        self.write_config(&config);
+    }
+
     pub fn write_config(&self, config: &Value) {
         std::fs::write(
             self.dir.path().join("config.json"),
@@ -213,24 +222,28 @@ impl Stack {
         self.planner(&["plan", "--json"]).ok().json()
     }
 
-    /// Starts a worker with a short visibility and retry delay, and `extra` args.
+    /// Starts a worker with a short visibility, retry delay and poll (unless `extra` sets them),
+    /// and `extra` args.
     pub fn worker(&self, extra: &[&str]) -> Worker {
         let n = self
             .workers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdout = self.dir.path().join(format!("worker{n}.out"));
         let stderr = self.dir.path().join(format!("worker{n}.err"));
+        let id = format!("w{n}");
+        let defaults = [
+            ("--worker-id", id.as_str()),
+            ("--visibility-seconds", "3"),
+            ("--retry-delay-seconds", "1"),
+            ("--wait-seconds", "1"),
+        ];
         let child = Command::new(env!("CARGO_BIN_EXE_ecr-sync-worker"))
-            .args([
-                "--worker-id",
-                &format!("w{n}"),
-                "--visibility-seconds",
-                "3",
-                "--retry-delay-seconds",
-                "1",
-                "--wait-seconds",
-                "1",
-            ])
+            .args(
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, value)| [*flag, *value]),
+            )
             .args(extra)
             .envs(self.env())
             .env_remove("AWS_PROFILE")
@@ -291,8 +304,34 @@ impl Stack {
             .unwrap();
     }
 
+    /// Takes one message off the jobs queue (deleting it) and returns its body.
+    pub async fn take_message(&self) -> String {
+        let sqs = self.sqs().await;
+        let got = sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
+        let msg = got.messages().first().expect("a message on the jobs queue");
+        sqs.delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(msg.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+        msg.body().unwrap().to_string()
+    }
+
     /// Approximate (visible + in flight) messages in a queue.
     pub async fn depth(&self, url: &str) -> u64 {
+        let (visible, hidden) = self.counts(url).await;
+        visible + hidden
+    }
+
+    /// Approximate (visible, in flight) messages in a queue.
+    pub async fn counts(&self, url: &str) -> (u64, u64) {
         let out = self
             .sqs()
             .await
@@ -309,8 +348,10 @@ impl Stack {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            + get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        (
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
     }
 
     /// The digest a tag points at in the destination, if any.
@@ -346,4 +387,19 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The source account's ECR registry host in push-event tests.
+pub const ECR_SOURCE: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+
+/// An ECR "Image Action" push event from [`ECR_SOURCE`]'s account, as EventBridge delivers it.
+pub fn push_event(repo: &str, tag: &str, digest: &str) -> String {
+    serde_json::json!({
+        "version": "0", "id": "e", "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": "111122223333", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
+        "resources": [],
+        "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest,
+                   "action-type": "PUSH", "image-tag": tag}
+    })
+    .to_string()
 }

@@ -17,7 +17,7 @@ mod handle;
 pub use context::{event_run_id, Context, Contexts};
 
 use super::ledger::FleetLedger;
-use super::queue::{Queue, QueueError, LONG_POLL_SECONDS, SQS_BATCH};
+use super::queue::{self, Queue, QueueError, LONG_POLL_SECONDS, SQS_BATCH};
 use crate::retry::RetryPolicy;
 use std::future::Future;
 use std::sync::Arc;
@@ -219,9 +219,30 @@ pub async fn run(
         };
         while tasks.try_join_next().is_some() {}
         let room = (permits.available_permits() + 1).min(SQS_BATCH);
+        let mut receive = Box::pin({
+            let shared = shared.clone();
+            async move {
+                let opts = &shared.opts;
+                let visibility = Some(opts.visibility_seconds as i32);
+                let received = shared
+                    .queue
+                    .receive(room, opts.wait_seconds, visibility)
+                    .await;
+                (shared, received)
+            }
+        });
         let received = tokio::select! {
-            _ = &mut shutdown => break,
-            r = shared.queue.receive(room, shared.opts.wait_seconds, Some(shared.opts.visibility_seconds as i32)) => r,
+            (_, r) = &mut receive => r,
+            _ = &mut shutdown => {
+                // Dropping the poll would not cancel it at SQS: messages it takes after we hang
+                // up would stay hidden for a whole visibility timeout. Let it end (≤ 20 s) next
+                // to the draining jobs, and hand back whatever it brings.
+                tasks.spawn(async move {
+                    let (shared, received) = receive.await;
+                    release_unstarted(&shared.queue, received).await;
+                });
+                break;
+            }
         };
         let messages = match received {
             Ok(m) => {
@@ -290,6 +311,28 @@ pub async fn run(
         "worker stopped"
     );
     Ok(stats)
+}
+
+/// Makes messages received while stopping visible again at once; they were never started.
+async fn release_unstarted(queue: &Queue, received: Result<Vec<queue::Received>, QueueError>) {
+    let receipts: Vec<String> = match received {
+        Ok(messages) => messages.into_iter().map(|m| m.receipt).collect(),
+        Err(_) => return,
+    };
+    if receipts.is_empty() {
+        return;
+    }
+    match queue.release_all(&receipts).await {
+        Ok(()) => tracing::info!(
+            messages = receipts.len(),
+            "released messages received while stopping"
+        ),
+        Err(e) => tracing::warn!(
+            messages = receipts.len(),
+            error = %e,
+            "could not release messages received while stopping; they return after their visibility timeout"
+        ),
+    }
 }
 
 #[cfg(test)]

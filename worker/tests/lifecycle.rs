@@ -1,0 +1,135 @@
+//! A worker's life beyond the happy path: permanent failures, a config that changes under it,
+//! and a stop that lands in the middle of a long poll.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_is_dead_lettered_on_its_first_attempt() {
+    let stack = Stack::start(5).await;
+    stack
+        .seeder()
+        .image(
+            "bad/app",
+            Some("v1"),
+            vec![seed::noise(7, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    let proxy = proxy::Proxy::start(&stack.src.url(), proxy::Faults::default()).await;
+    stack.config_for(&proxy.host(), &[("bad/app", &["**"])]);
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    // The source now serves blobs whose bytes do not match their digest: retrying cannot help.
+    proxy.set_faults(proxy::Faults {
+        corrupt_blobs: true,
+        ..Default::default()
+    });
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    let dead = stack.dlq();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["state"], "dead", "{dead:?}");
+    assert_eq!(dead[0]["error_class"], "digest_mismatch", "{dead:?}");
+    // One attempt of the queue's five: the remaining receives were not burned.
+    assert_eq!(dead[0]["attempts"], 1, "{dead:?}");
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+    assert_eq!(stack.dst_digest("bad/app", "v1").await, None);
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["dead"], 1, "{status}");
+    assert_eq!(status["failed"][0]["error_class"], "digest_mismatch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_worker_picks_up_a_changed_config() {
+    let stack = Stack::start(5).await;
+    let other = stack
+        .seeder()
+        .image(
+            "team/other",
+            Some("v1"),
+            vec![seed::noise(8, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    stack.ecr_source_config(&[("team/app", &["**"])]);
+    let mut w = stack.worker(&["--config-refresh-seconds", "1"]);
+    let worker = &w;
+    stack
+        .send_raw(&push_event("team/other", "v1", &other.digest))
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the event to be acknowledged",
+        || worker.stderr().contains("not covered by the config"),
+    )
+    .await;
+    assert_eq!(stack.dst_digest("team/other", "v1").await, None);
+
+    stack.ecr_source_config(&[("team/app", &["**"]), ("team/other", &["v*"])]);
+    eventually(Duration::from_secs(30), "the config reload", || {
+        worker.stderr().contains("config changed")
+    })
+    .await;
+    stack
+        .send_raw(&push_event("team/other", "v1", &other.digest))
+        .await;
+    eventually(Duration::from_secs(30), "the copy", || {
+        worker.stderr().contains("job done")
+    })
+    .await;
+    assert_eq!(
+        stack.dst_digest("team/other", "v1").await,
+        Some(other.digest)
+    );
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(30)), 0, "{}", w.stderr());
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_long_poll_hands_back_what_the_poll_brings() {
+    let stack = Stack::start(5).await;
+    let image = stack
+        .seeder()
+        .image(
+            "poll/app",
+            Some("v1"),
+            vec![seed::noise(9, 5000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    stack.config_for(&stack.src.host(), &[("poll/app", &["**"])]);
+    stack.plan();
+    let body = stack.take_message().await;
+    // The queue is empty, so the worker sits in a 20 s poll when it is told to stop; the job
+    // arrives after that, while the poll is still open.
+    let mut w = stack.worker(&["--wait-seconds", "20", "--visibility-seconds", "600"]);
+    let worker = &w;
+    eventually(Duration::from_secs(30), "the worker to start", || {
+        worker.stderr().contains("worker started")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.send_raw(&body).await;
+    assert_eq!(w.wait(Duration::from_secs(40)), 0, "{}", w.stderr());
+    assert!(
+        w.stderr()
+            .contains("released messages received while stopping"),
+        "{}",
+        w.stderr()
+    );
+    // Visible again at once, not after the 600 s visibility the worker asked for.
+    assert_eq!(stack.counts(&stack.queue_url).await, (1, 0));
+    let mut next = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(next.wait(Duration::from_secs(60)), 0, "{}", next.stderr());
+    assert_eq!(stack.dst_digest("poll/app", "v1").await, Some(image.digest));
+}
