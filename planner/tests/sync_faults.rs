@@ -1,5 +1,6 @@
 //! Failure handling end to end: injected transport faults are retried to success; a corrupted
-//! blob and bad credentials end as clear permanent failures, not retry loops.
+//! blob and bad credentials end as clear permanent failures, not retry loops; Basic and bearer-token
+//! auth work against real registries.
 
 mod common;
 use common::*;
@@ -101,7 +102,7 @@ async fn tls_with_htpasswd_works_with_the_right_credentials_and_fails_clearly_wi
     let src = RegistryProcess::start(RegistryOpts {
         tls: true,
         htpasswd: Some(("alice".into(), "s3cret".into())),
-        access_log: false,
+        ..Default::default()
     })
     .await;
     let dst = RegistryProcess::start(RegistryOpts::default()).await;
@@ -154,4 +155,99 @@ async fn tls_with_htpasswd_works_with_the_right_credentials_and_fails_clearly_wi
     let missing = w.sync(&cfg, &[], &[]);
     missing.assert_code(2);
     assert!(missing.stderr.contains("SRC_USER"), "{}", missing.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_from_a_token_server_push_mount_and_pull_with_one_token_per_scope() {
+    let tokens = token::TokenServer::start("bob", "t0ken").await;
+    let guarded = RegistryProcess::start(RegistryOpts {
+        token: Some(tokens.auth()),
+        ..Default::default()
+    })
+    .await;
+    let src = RegistryProcess::start(RegistryOpts::default()).await;
+    let back = RegistryProcess::start(RegistryOpts::default()).await;
+    // Two repositories sharing a base layer: the second push can mount it from the first,
+    // which needs a token covering both repositories.
+    let s = seed::Seeder::new(reqwest::Client::new(), &src.url(), None);
+    let base = seed::noise(31, 4096);
+    let base_digest = seed::sha256(&base);
+    let mut pushed = Vec::new();
+    for (repo, n) in [("team/app", 32), ("team/api", 33)] {
+        s.blob(repo, base.clone()).await.unwrap();
+        let p = s
+            .image(
+                repo,
+                Some("v1"),
+                vec![seed::noise(n, 2048)],
+                &[(base_digest.clone(), base.len() as u64)],
+                ("linux", "amd64"),
+            )
+            .await
+            .unwrap();
+        pushed.push((repo, p.digest));
+    }
+    let creds = |pass: &str| {
+        vec![
+            ("TOK_USER".to_string(), "bob".to_string()),
+            ("TOK_PASS".to_string(), pass.to_string()),
+        ]
+    };
+    let guarded_settings =
+        json!({ "plain_http": true, "username_env": "TOK_USER", "password_env": "TOK_PASS" });
+    let w = Workdir::new();
+    // Push into the token-guarded registry.
+    let push = json!({
+        "repos": [
+            { "source": format!("{}/team/app", src.host()) },
+            { "source": format!("{}/team/api", src.host()) }
+        ],
+        "destination_registry": guarded.host(),
+        "concurrency": { "jobs": 1 },
+        "registries": { src.host(): { "plain_http": true }, guarded.host(): guarded_settings }
+    });
+    let bad = w.sync(&push, &[], &creds("wrong"));
+    bad.assert_code(1);
+    assert!(bad.stderr.contains("not authorized"), "{}", bad.stderr);
+    let good = w.sync(&push, &[], &creds("t0ken"));
+    good.assert_code(0);
+    assert_eq!(good.count("copied"), 2, "{}", good.stderr);
+
+    // Pull back out of it: the bytes and digests survived the round trip.
+    let pull = json!({
+        "repos": [
+            { "source": format!("{}/team/app", guarded.host()) },
+            { "source": format!("{}/team/api", guarded.host()) }
+        ],
+        "destination_registry": back.host(),
+        "registries": { back.host(): { "plain_http": true }, guarded.host(): guarded_settings }
+    });
+    let out = w.sync(&pull, &[], &creds("t0ken"));
+    out.assert_code(0);
+    for (repo, digest) in &pushed {
+        assert_eq!(
+            back.digest(repo, "v1").await.as_deref(),
+            Some(digest.as_str()),
+            "{repo}"
+        );
+    }
+    let asked = tokens.requests();
+    let bob: Vec<&Vec<String>> = asked
+        .iter()
+        .filter(|(u, _)| u == "bob")
+        .map(|(_, s)| s)
+        .collect();
+    let has = |scopes: &[&str]| bob.iter().any(|s| s.iter().eq(scopes.iter()));
+    assert!(has(&["repository:team/app:pull,push"]), "{asked:?}");
+    assert!(has(&["repository:team/api:pull"]), "{asked:?}");
+    // The shared base layer was mounted: one token covering both repositories.
+    assert!(
+        has(&["repository:team/api:pull,push", "repository:team/app:pull"])
+            || has(&["repository:team/app:pull,push", "repository:team/api:pull"]),
+        "{asked:?}"
+    );
+    // One token request per scope and run, however many requests use it concurrently.
+    let distinct: std::collections::BTreeSet<_> = bob.iter().collect();
+    assert_eq!(bob.len(), distinct.len() + 2, "{asked:?}");
+    assert!(asked.iter().any(|(u, _)| u == "bob (wrong password)"));
 }

@@ -1,9 +1,10 @@
 //! Real local servers for ecr-sync's tests, demo and benchmarks — no mocks:
 //!
 //! - [`registry`] — Debian's `docker-registry` (CNCF distribution) on a free loopback port, plain
-//!   or TLS + htpasswd, stopped when dropped.
+//!   TLS, htpasswd or token auth, stopped when dropped.
 //! - [`moto`] — a moto server (SQS, DynamoDB, S3, ECR control plane) from the project's virtualenv.
 //! - [`proxy`] — a counting, fault-injecting HTTP proxy to put between the engine and a registry.
+//! - [`token`] — a bearer-token server for a registry run with `auth: token`.
 //! - [`seed`] — pushes synthetic images (random layers, multi-arch indexes, big blobs) straight
 //!   through the distribution API, independently of the engine under test.
 
@@ -11,6 +12,7 @@ pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod seed;
+pub mod token;
 
 use std::net::TcpListener;
 

@@ -13,6 +13,8 @@ pub struct RegistryOpts {
     pub htpasswd: Option<(String, String)>,
     /// Write an access log to `access.log` in the registry's directory.
     pub access_log: bool,
+    /// Require bearer tokens from this token server (see [`crate::token`]).
+    pub token: Option<crate::token::TokenAuth>,
 }
 
 /// A running registry.
@@ -123,6 +125,15 @@ impl RegistryProcess {
                 dir.path().join("htpasswd").display()
             ));
         }
+        if let Some(t) = &opts.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm,
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                t.cert_file.display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
         let child = Command::new("docker-registry")
@@ -165,6 +176,26 @@ impl RegistryProcess {
     /// The registry's stdout/stderr (access log when enabled).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// The digest `repo:tag` points at, read straight from the registry (None when absent).
+    pub async fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let resp = self
+            .client()
+            .head(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .header(
+                "Accept",
+                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
+            )
+            .send()
+            .await
+            .unwrap();
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.headers()
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap().to_string())
     }
 
     /// A reqwest client that trusts this registry's CA.

@@ -5,7 +5,7 @@ use super::error::{from_response, transport, ErrorKind, RegistryError};
 use crate::ecr::EcrTokens;
 use base64::Engine;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where a registry's credentials come from.
@@ -96,6 +96,9 @@ pub(crate) struct Authorizer {
     pub(crate) credentials: Credentials,
     pub(crate) scheme: tokio::sync::OnceCell<Mutex<Scheme>>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// One token fetch per scope at a time: concurrent requests that miss the cache wait for
+    /// the first fetch instead of each asking the token server.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Authorizer {
@@ -104,6 +107,7 @@ impl Authorizer {
             credentials,
             scheme: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -148,10 +152,19 @@ impl Authorizer {
             Scheme::None => Ok(None),
             Scheme::Basic => Ok(self.basic().await?.map(|(u, p)| basic_header(&u, &p))),
             Scheme::Bearer { realm, service } => {
-                if let Some((token, until)) = self.tokens.lock().unwrap().get(scope) {
-                    if Instant::now() < *until {
-                        return Ok(Some(format!("Bearer {token}")));
-                    }
+                if let Some(header) = self.cached_token(scope) {
+                    return Ok(Some(header));
+                }
+                let gate = self
+                    .fetching
+                    .lock()
+                    .unwrap()
+                    .entry(scope.to_string())
+                    .or_default()
+                    .clone();
+                let _turn = gate.lock().await;
+                if let Some(header) = self.cached_token(scope) {
+                    return Ok(Some(header));
                 }
                 let (token, lifetime) = self
                     .fetch_token(http, &realm, service.as_deref(), scope)
@@ -164,6 +177,13 @@ impl Authorizer {
                 Ok(Some(format!("Bearer {token}")))
             }
         }
+    }
+
+    /// A cached, unexpired token for `scope`, as a header value.
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap();
+        let (token, until) = tokens.get(scope)?;
+        (Instant::now() < *until).then(|| format!("Bearer {token}"))
     }
 
     async fn fetch_token(

@@ -356,28 +356,8 @@ impl Stack {
 
     /// The digest a tag points at in the destination, if any.
     pub async fn dst_digest(&self, repo: &str, tag: &str) -> Option<String> {
-        digest_of(&self.dst, repo, tag).await
+        self.dst.digest(repo, tag).await
     }
-}
-
-/// HEAD a manifest and return its digest.
-pub async fn digest_of(reg: &RegistryProcess, repo: &str, tag: &str) -> Option<String> {
-    let resp = reg
-        .client()
-        .head(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
-        .header(
-            "Accept",
-            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
-        )
-        .send()
-        .await
-        .unwrap();
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.headers()
-        .get("docker-content-digest")
-        .map(|v| v.to_str().unwrap().to_string())
 }
 
 /// Polls `check` every 200 ms until it returns true or `limit` passes.
