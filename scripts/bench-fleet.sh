@@ -20,7 +20,9 @@ elapsed() { python3 -c "print(f'{$2-$1:.2f}')"; }
 
 moto_port=$(free_port)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$WORK/moto.log" 2>&1 &
-STARTED_PIDS+=($!)
+moto_pid=$!; STARTED_PIDS+=($moto_pid)
+# CPU seconds a process has used (user + system).
+cpu_s() { python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"; }
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break; sleep 0.2; done
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
@@ -39,7 +41,7 @@ sync_s=$(elapsed "$t0" "$(now)")
 
 succeeded() { $BIN/ecr-sync-planner status "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["states"].get("succeeded", 0))'; }
 
-declare -A fleet_s plan_s
+declare -A fleet_s plan_s moto_cpu
 round=0
 for w in $WORKERS; do
   round=$((round + 1))
@@ -57,7 +59,7 @@ for w in $WORKERS; do
     pids+=($!); STARTED_PIDS+=($!)
   done
   sleep 1
-  t0=$(now)
+  t0=$(now); moto0=$(cpu_s "$moto_pid")
   run=$($BIN/ecr-sync-planner plan --json 2>"$WORK/plan$round.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
   plan_s[$w]=$(elapsed "$t0" "$(now)")
   deadline=$(( $(date +%s) + 600 ))
@@ -66,20 +68,24 @@ for w in $WORKERS; do
     sleep 0.5
   done
   fleet_s[$w]=$(elapsed "$t0" "$(now)")
+  moto_cpu[$w]=$(elapsed "$moto0" "$(cpu_s "$moto_pid")")
   for p in "${pids[@]}"; do kill -TERM "$p"; done
   for p in "${pids[@]}"; do wait "$p" || true; done
 done
 
-python3 - "$jobs" "$sync_s" "$WORKERS" "$(for w in $WORKERS; do printf '%s ' "${fleet_s[$w]}"; done)" "$(for w in $WORKERS; do printf '%s ' "${plan_s[$w]}"; done)" <<'PY'
+python3 - "$jobs" "$sync_s" "$WORKERS" "$(for w in $WORKERS; do printf '%s ' "${fleet_s[$w]}"; done)" "$(for w in $WORKERS; do printf '%s ' "${plan_s[$w]}"; done)" "$(for w in $WORKERS; do printf '%s ' "${moto_cpu[$w]}"; done)" <<'PY'
 import sys
 jobs, sync_s = int(sys.argv[1]), float(sys.argv[2])
 workers = [int(w) for w in sys.argv[3].split()]
 fleet = [float(x) for x in sys.argv[4].split()]
 plan = [float(x) for x in sys.argv[5].split()]
+moto = [float(x) for x in sys.argv[6].split()]
 print(f"fleet benchmark: {jobs} tiny images, moto for SQS + DynamoDB, docker-registry on loopback")
-print(f"{'path':<22}{'seconds':>9}{'jobs/s':>9}{'plan s':>9}{'vs 1 worker':>13}")
-print(f"{'sync (one process)':<22}{sync_s:>9.2f}{jobs / sync_s:>9.1f}{'':>9}{'':>13}")
-for w, f, p in zip(workers, fleet, plan):
-    print(f"{f'fleet, {w} worker(s)':<22}{f:>9.2f}{jobs / f:>9.1f}{p:>9.2f}{fleet[0] / f:>12.2f}x")
+print(f"{'path':<22}{'seconds':>9}{'jobs/s':>9}{'plan s':>9}{'vs 1 worker':>13}{'moto CPU':>10}")
+print(f"{'sync (one process)':<22}{sync_s:>9.2f}{jobs / sync_s:>9.1f}{'':>9}{'':>13}{'':>10}")
+for w, f, p, m in zip(workers, fleet, plan, moto):
+    print(f"{f'fleet, {w} worker(s)':<22}{f:>9.2f}{jobs / f:>9.1f}{p:>9.2f}{fleet[0] / f:>12.2f}x{100 * m / f:>9.0f}%")
+print("moto CPU: moto_server's CPU time over the round's wall time; near 100% it is one busy core")
+print("(Python), and the fleet cannot go faster than moto answers.")
 print(f"per-job overhead of the distributed path (1 worker vs sync): {(fleet[0] - sync_s) / jobs * 1000:.1f} ms")
 PY
