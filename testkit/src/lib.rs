@@ -15,6 +15,7 @@ pub mod seed;
 pub mod token;
 
 use std::net::TcpListener;
+use std::path::Path;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for test servers).
 pub fn free_port() -> u16 {
@@ -38,4 +39,83 @@ pub async fn wait_until_up(url: &str, secs: u64, client: &reqwest::Client) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Runs `openssl ARGS` in `dir`, panicking with its stderr when it fails.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openssl req` with a new P-256 key in `NAME.key`: a self-signed certificate `NAME.pem` (valid
+/// 3 days) when `self_signed`, else a signing request `NAME.csr`; `extra` adds arguments.
+pub(crate) fn openssl_new_p256(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    self_signed: bool,
+    extra: &[&str],
+) {
+    let (key, out) = (
+        format!("{name}.key"),
+        format!("{name}.{}", if self_signed { "pem" } else { "csr" }),
+    );
+    let mut args = vec!["req"];
+    if self_signed {
+        args.extend(["-x509", "-days", "3"]);
+    }
+    args.extend([
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &out,
+        "-subj",
+        subject,
+    ]);
+    args.extend(extra);
+    openssl(dir, &args);
+}
+
+/// Serves HTTP/1.1 on `listener`, one task per connection, until the returned task is aborted.
+pub(crate) fn serve<F, Fut, B, E>(
+    listener: tokio::net::TcpListener,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper::service::service_fn(handle),
+                    )
+                    .await;
+            });
+        }
+    })
 }

@@ -7,14 +7,14 @@
 //! Requests with wrong credentials get 401; requests without credentials get a token that
 //! grants nothing (anonymous), as public registries do.
 
+use crate::openssl;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,44 +52,12 @@ pub struct TokenServer {
     dir: tempfile::TempDir,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl TokenServer {
     /// Starts a token server accepting `user`/`password`.
     pub async fn start(user: &str, password: &str) -> TokenServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "token.key",
-                "-out",
-                "token.pem",
-                "-days",
-                "3",
-                "-subj",
-                "/CN=ecr-sync test token signer",
-            ],
-        );
+        crate::openssl_new_p256(d, "token", "/CN=ecr-sync test token signer", true, &[]);
         openssl(
             d,
             &[
@@ -131,22 +99,9 @@ impl TokenServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(&req, &st)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        let task = crate::serve(listener, move |req| {
+            let st = st.clone();
+            async move { Ok::<_, std::convert::Infallible>(answer(&req, &st)) }
         });
         TokenServer {
             port,

@@ -187,17 +187,7 @@ async fn a_worker_killed_mid_copy_leaves_the_job_to_another_which_completes_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicated_message_records_one_success() {
     let stack = Stack::start(5).await;
-    let s = stack.seeder();
-    let p = s
-        .image(
-            "dup/app",
-            Some("v1"),
-            vec![seed::noise(1, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    let p = stack.small_image("dup/app", "v1", 1).await;
     stack.config_for(&stack.src.host(), &[("dup/app", &["**"])]);
     let plan = stack.plan();
     let run = plan["run_id"].as_str().unwrap().to_string();
@@ -230,17 +220,7 @@ async fn a_duplicated_message_records_one_success() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_job_is_dead_lettered_after_max_receives_and_replays_once_fixed() {
     let stack = Stack::start(2).await;
-    let s = stack.seeder();
-    let p = s
-        .image(
-            "poison/app",
-            Some("v1"),
-            vec![seed::noise(2, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    let p = stack.small_image("poison/app", "v1", 2).await;
     let proxy = proxy::Proxy::start(&stack.src.url(), proxy::Faults::default()).await;
     stack.config_for(&proxy.host(), &[("poison/app", &["**"])]);
     let plan = stack.plan();
@@ -328,17 +308,7 @@ async fn sigterm_drains_in_flight_jobs_or_releases_them_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving() {
     let stack = Stack::start(5).await;
-    let s = stack.seeder();
-    let p = s
-        .image(
-            "ok/app",
-            Some("v1"),
-            vec![seed::noise(3, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    let p = stack.small_image("ok/app", "v1", 3).await;
     stack.config_for(&stack.src.host(), &[("ok/app", &["**"])]);
     stack.send_raw("this is not json").await;
     stack.send_raw(r#"{"v": 7, "job_id": "x"}"#).await;
@@ -380,37 +350,9 @@ async fn a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_events_copy_configured_images_and_acknowledge_the_rest() {
     let stack = Stack::start(5).await;
-    let s = stack.seeder();
-    let v1 = s
-        .image(
-            "team/app",
-            Some("v1"),
-            vec![seed::noise(4, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
-    let dev = s
-        .image(
-            "team/app",
-            Some("dev"),
-            vec![seed::noise(5, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
-    let other = s
-        .image(
-            "team/other",
-            Some("v1"),
-            vec![seed::noise(6, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    let v1 = stack.small_image("team/app", "v1", 4).await;
+    let dev = stack.small_image("team/app", "dev", 5).await;
+    let other = stack.small_image("team/other", "v1", 6).await;
     // The ECR source host is served by the local registry.
     stack.ecr_source_config(&[("team/app", &["v*"])]);
     stack

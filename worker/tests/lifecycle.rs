@@ -8,17 +8,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_is_dead_lettered_on_its_first_attempt() {
     let stack = Stack::start(5).await;
-    stack
-        .seeder()
-        .image(
-            "bad/app",
-            Some("v1"),
-            vec![seed::noise(7, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    stack.small_image("bad/app", "v1", 7).await;
     let proxy = proxy::Proxy::start(&stack.src.url(), proxy::Faults::default()).await;
     stack.config_for(&proxy.host(), &[("bad/app", &["**"])]);
     let run = stack.plan()["run_id"].as_str().unwrap().to_string();
@@ -45,17 +35,7 @@ async fn a_permanent_failure_is_dead_lettered_on_its_first_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_worker_picks_up_a_changed_config() {
     let stack = Stack::start(5).await;
-    let other = stack
-        .seeder()
-        .image(
-            "team/other",
-            Some("v1"),
-            vec![seed::noise(8, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    let other = stack.small_image("team/other", "v1", 8).await;
     stack.ecr_source_config(&[("team/app", &["**"])]);
     let mut w = stack.worker(&["--config-refresh-seconds", "1"]);
     let worker = &w;
@@ -94,17 +74,7 @@ async fn a_running_worker_picks_up_a_changed_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_a_long_poll_hands_back_what_the_poll_brings() {
     let stack = Stack::start(5).await;
-    let image = stack
-        .seeder()
-        .image(
-            "poll/app",
-            Some("v1"),
-            vec![seed::noise(9, 5000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
+    let image = stack.small_image("poll/app", "v1", 9).await;
     stack.config_for(&stack.src.host(), &[("poll/app", &["**"])]);
     stack.plan();
     let body = stack.take_message().await;

@@ -169,6 +169,20 @@ impl Stack {
         env
     }
 
+    /// Pushes `repo:tag` to the source: one layer of 5,000 bytes of noise from `noise_seed`.
+    pub async fn small_image(&self, repo: &str, tag: &str, noise_seed: u64) -> seed::Pushed {
+        self.seeder()
+            .image(
+                repo,
+                Some(tag),
+                vec![seed::noise(noise_seed, 5000)],
+                &[],
+                ("linux", "amd64"),
+            )
+            .await
+            .unwrap()
+    }
+
     /// Writes the config (`repos` from source repo → tags), plain HTTP to both registries.
     pub fn config_for(&self, source_host: &str, repos: &[(&str, &[&str])]) -> Value {
         let config = json!({
