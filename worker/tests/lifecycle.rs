@@ -1,5 +1,5 @@
 //! A worker's life beyond the happy path: permanent failures, a config that changes under it,
-//! and a stop that lands in the middle of a long poll.
+//! a stop that lands in the middle of a long poll, and a repository bigger than one send chunk.
 
 mod common;
 use common::*;
@@ -102,4 +102,32 @@ async fn a_stop_during_a_long_poll_hands_back_what_the_poll_brings() {
     let mut next = stack.worker(&["--exit-when-idle", "3"]);
     assert_eq!(next.wait(Duration::from_secs(60)), 0, "{}", next.stderr());
     assert_eq!(stack.dst_digest("poll/app", "v1").await, Some(image.digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_larger_than_a_send_chunk_is_planned_in_full() {
+    let stack = Stack::start(5).await;
+    for i in 0..130u64 {
+        stack
+            .small_image("many/app", &format!("t{i:03}"), 1000 + i)
+            .await;
+    }
+    stack.config_for(&stack.src.host(), &[("many/app", &["t0*", "t10*", "t11*"])]);
+    // 120 tags match; copy them with the one-machine sync, then open up the rest.
+    let ledger = stack.dir.path().join("sync.db");
+    let synced = stack.planner(&[
+        "sync",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert_eq!(synced.code, 0, "{}", synced.stderr);
+    stack.config_for(&stack.src.host(), &[("many/app", &["**"])]);
+    let plan = stack.plan();
+    // Three chunks of 50 mixing up-to-date tags and jobs: every count survives the chunking.
+    assert_eq!(plan["planned"], 10, "{plan}");
+    assert_eq!(plan["up_to_date"], 120, "{plan}");
+    assert_eq!(stack.depth(&stack.queue_url).await, 10);
+    let run = plan["run_id"].as_str().unwrap();
+    assert_eq!(stack.status(run)["states"]["queued"], 10);
 }

@@ -5,7 +5,8 @@
 //! selected tag for its digest), list the destination in bulk, and keep the tags whose digests
 //! differ. Those become job messages, recorded `queued` in the ledger first (BatchWriteItem, 25
 //! at a time) and then sent (SendMessageBatch, 10 at a time), so every message on the queue has a
-//! ledger item. Memory holds one repository's tags at a time, never the whole plan.
+//! ledger item. Memory holds one repository's tag names and one chunk of jobs, never the whole
+//! plan.
 
 use super::ledger::{FleetLedger, RepoRecord, RunRecord, TableError};
 use super::message::JobMessage;
@@ -197,8 +198,9 @@ impl Planner<'_> {
         };
         let src = self.registries.get(&repo.source.registry).await?;
         let probe = !dest.tags.is_empty();
-        // Resolve digests and compare, a bounded number of tags at a time.
-        let resolved: Vec<Result<Option<JobMessage>, String>> = futures_util::stream::iter(tags)
+        // Resolve digests and compare, a bounded number of tags at a time, in listing order;
+        // record and send the jobs a chunk at a time, so memory holds one chunk of jobs.
+        let mut chunks = futures_util::stream::iter(tags)
             .map(|(tag, hint)| {
                 let (src, scanner, dest) = (&src, &scanner, &dest);
                 async move {
@@ -217,44 +219,44 @@ impl Planner<'_> {
                     Ok(self.job_for(repo, tag, digest, existing.as_ref(), dest.immutable, probe))
                 }
             })
-            .buffer_unordered(HEAD_PARALLELISM)
-            .collect()
-            .await;
-        let mut jobs = Vec::new();
-        let mut up_to_date = 0;
-        let mut errors = Vec::new();
-        for r in resolved {
-            match r {
-                Ok(Some(job)) => jobs.push(job),
-                Ok(None) => up_to_date += 1,
-                Err(e) => errors.push(e),
+            .buffered(HEAD_PARALLELISM)
+            .chunks(SEND_CHUNK);
+        let (mut planned, mut up_to_date) = (0u64, 0u64);
+        let (mut failed, mut first_errors) = (0usize, Vec::new());
+        while let Some(chunk) = chunks.next().await {
+            let mut jobs = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                match r {
+                    Ok(Some(job)) => jobs.push(job),
+                    Ok(None) => up_to_date += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if first_errors.len() < 3 {
+                            first_errors.push(e);
+                        }
+                    }
+                }
             }
-        }
-        jobs.sort_by(|a, b| a.source.tag.cmp(&b.source.tag));
-        for chunk in jobs.chunks(SEND_CHUNK) {
-            self.ledger.queue_jobs(chunk).await?;
-            let bodies: Vec<String> = chunk.iter().map(JobMessage::to_json).collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            self.ledger.queue_jobs(&jobs).await?;
+            let bodies: Vec<String> = jobs.iter().map(JobMessage::to_json).collect();
             futures_util::future::try_join_all(
                 bodies.chunks(SQS_BATCH).map(|b| self.queue.send_batch(b)),
             )
             .await?;
-            self.planned
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            planned += jobs.len() as u64;
+            self.planned.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         }
         self.up_to_date.fetch_add(up_to_date, Ordering::Relaxed);
-        let counts = (jobs.len() as u64, up_to_date);
-        if errors.is_empty() {
+        let counts = (planned, up_to_date);
+        if failed == 0 {
             self.record(repo, dest.event.unwrap_or("planned"), counts, None);
         } else {
             let reason = format!(
-                "{} tags could not be resolved: {}",
-                errors.len(),
-                errors
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                "{failed} tags could not be resolved: {}",
+                first_errors.join("; ")
             );
             self.record(repo, "failed", counts, Some(reason));
         }
