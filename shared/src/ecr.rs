@@ -46,7 +46,7 @@ fn ecr_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             s.code().unwrap_or("Unknown").to_string(),
             s.message().unwrap_or("").to_string(),
         ),
-        None => ("dispatch".to_string(), aws_smithy_error_text(&e)),
+        None => ("dispatch".to_string(), crate::aws_error::describe(&e)),
     };
     EcrError {
         op,
@@ -54,19 +54,6 @@ fn ecr_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         code,
         message,
     }
-}
-
-fn aws_smithy_error_text<E: std::error::Error + 'static>(
-    e: &aws_sdk_ecr::error::SdkError<E>,
-) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// What we need to know about an existing repository.

@@ -2,6 +2,7 @@
 //! Amazon ECR fleets of thousands of repositories.
 //!
 //! # Layout
+//! - [`aws_error`] — one readable line for any AWS SDK error.
 //! - [`config`] — the user's config (the seed's schema plus documented additions), validated in two
 //!   phases, loaded from a file or S3.
 //! - [`tag_filter`] — the seed's tag glob table.
@@ -19,6 +20,7 @@
 //! - [`sync`] — one-machine sync: config → jobs → copies → ledger → report.
 #![deny(missing_docs)]
 
+pub mod aws_error;
 pub mod config;
 pub mod copy;
 pub mod digest;

@@ -1,5 +1,6 @@
 //! A worker's life beyond the happy path: permanent failures, a config that changes under it,
-//! a stop that lands in the middle of a long poll, and a repository bigger than one send chunk.
+//! a stop that lands in the middle of a long poll, a repository bigger than one send chunk, and a
+//! start without its table or queue.
 
 mod common;
 use common::*;
@@ -130,4 +131,27 @@ async fn a_repository_larger_than_a_send_chunk_is_planned_in_full() {
     assert_eq!(stack.depth(&stack.queue_url).await, 10);
     let run = plan["run_id"].as_str().unwrap();
     assert_eq!(stack.status(run)["states"]["queued"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_to_start_without_its_table_or_queue_and_says_which() {
+    let stack = Stack::start(5).await;
+    stack.config_for(&stack.src.host(), &[("any/app", &["**"])]);
+    let mut w = stack.worker(&["--ledger-table", "no-such-table"]);
+    assert_eq!(w.wait(Duration::from_secs(30)), 2, "{}", w.stderr());
+    let err = w.stderr();
+    assert!(
+        err.contains("DynamoDB DescribeTable on no-such-table: ResourceNotFoundException"),
+        "{err}"
+    );
+    let missing = format!("{}-missing", stack.queue_url);
+    let mut w = stack.worker(&["--queue-url", &missing]);
+    assert_eq!(w.wait(Duration::from_secs(30)), 2, "{}", w.stderr());
+    let err = w.stderr();
+    assert!(
+        err.contains(&missing) && err.contains("NonExistentQueue"),
+        "{err}"
+    );
+    // One readable line, not the SDK's dump of the raw HTTP response.
+    assert!(!err.contains("raw: Response"), "{err}");
 }

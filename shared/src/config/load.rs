@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use aws_sdk_s3::error::DisplayErrorContext;
-
 use super::{Config, ConfigError};
 
 /// Loads and validates the config at `location`: a local path or `s3://bucket/key`.
@@ -72,7 +70,7 @@ async fn read_s3(bucket: &str, key: &str) -> Result<(Vec<u8>, String), String> {
         .key(key)
         .send()
         .await
-        .map_err(|err| format!("S3 GetObject failed: {}", DisplayErrorContext(&err)))?;
+        .map_err(|err| format!("S3 GetObject failed: {}", crate::aws_error::describe(&err)))?;
     let version = object
         .version_id()
         .filter(|v| !v.is_empty() && *v != "null")

@@ -24,6 +24,9 @@ pub enum OpsError {
     /// No such run.
     #[error("no run {0} in the ledger")]
     NoRun(String),
+    /// The ledger holds no run at all.
+    #[error("the ledger has no runs yet: run `ecr-sync-planner plan` first")]
+    NoRuns,
 }
 
 /// A run's summary.
@@ -45,10 +48,10 @@ pub struct RunStatus {
 
 /// The status of run `run_id` (the latest when `None`).
 pub async fn status(ledger: &FleetLedger, run_id: Option<&str>) -> Result<RunStatus, OpsError> {
-    let run = ledger
-        .run(run_id)
-        .await?
-        .ok_or_else(|| OpsError::NoRun(run_id.unwrap_or("(latest)").to_string()))?;
+    let run = ledger.run(run_id).await?.ok_or_else(|| match run_id {
+        Some(id) => OpsError::NoRun(id.to_string()),
+        None => OpsError::NoRuns,
+    })?;
     let (repos, mut jobs) = ledger.run_contents(&run.run_id).await?;
     let mut states = BTreeMap::new();
     for j in &jobs {

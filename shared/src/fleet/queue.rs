@@ -4,7 +4,8 @@
 //!
 //! `AWS_ENDPOINT_URL_SQS` is honoured by the SDK, which is how tests point this at moto.
 
-use aws_sdk_sqs::error::DisplayErrorContext;
+use crate::aws_error::describe;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
@@ -72,11 +73,15 @@ impl Queue {
         &self.url
     }
 
-    fn error<E: std::error::Error + 'static>(&self, op: &'static str, e: E) -> QueueError {
+    fn error<E, R>(&self, op: &'static str, e: SdkError<E, R>) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
         QueueError {
             op,
             queue: self.url.clone(),
-            message: DisplayErrorContext(&e).to_string(),
+            message: describe(&e),
         }
     }
 
@@ -401,10 +406,10 @@ pub async fn bootstrap_queues(
     max_receive_count: u32,
     visibility_seconds: u32,
 ) -> Result<(String, String), QueueError> {
-    let err = |op, queue: &str, e: &dyn std::fmt::Display| QueueError {
+    let err = |op, queue: &str, message: String| QueueError {
         op,
         queue: queue.to_string(),
-        message: e.to_string(),
+        message,
     };
     let dlq_name = format!("{name}-dlq");
     let dlq = client
@@ -414,7 +419,7 @@ pub async fn bootstrap_queues(
         .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
         .send()
         .await
-        .map_err(|e| err("CreateQueue", &dlq_name, &DisplayErrorContext(&e)))?;
+        .map_err(|e| err("CreateQueue", &dlq_name, describe(&e)))?;
     let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
     let arn = client
         .get_queue_attributes()
@@ -422,7 +427,7 @@ pub async fn bootstrap_queues(
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| err("GetQueueAttributes", &dlq_url, &DisplayErrorContext(&e)))?
+        .map_err(|e| err("GetQueueAttributes", &dlq_url, describe(&e)))?
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .unwrap_or_default();
@@ -442,7 +447,7 @@ pub async fn bootstrap_queues(
         )
         .send()
         .await
-        .map_err(|e| err("CreateQueue", &jobs_name, &DisplayErrorContext(&e)))?;
+        .map_err(|e| err("CreateQueue", &jobs_name, describe(&e)))?;
     let jobs_url = jobs.queue_url().unwrap_or_default().to_string();
     client
         .set_queue_attributes()
@@ -454,6 +459,6 @@ pub async fn bootstrap_queues(
         )
         .send()
         .await
-        .map_err(|e| err("SetQueueAttributes", &jobs_url, &DisplayErrorContext(&e)))?;
+        .map_err(|e| err("SetQueueAttributes", &jobs_url, describe(&e)))?;
     Ok((jobs_url, dlq_url))
 }

@@ -1,7 +1,8 @@
 //! Creating the ledger table with the schema the code expects (`ecr-sync-planner bootstrap`).
 
 use super::{TableError, GSI};
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use crate::aws_error::describe;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
@@ -62,7 +63,7 @@ pub async fn bootstrap_table(
         Ok(_) => {}
         Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ResourceInUseException") => {
         }
-        Err(e) => return Err(err("CreateTable", &DisplayErrorContext(&e))),
+        Err(e) => return Err(err("CreateTable", &describe(&e))),
     }
     for _ in 0..120 {
         let out = client
@@ -70,7 +71,7 @@ pub async fn bootstrap_table(
             .table_name(table)
             .send()
             .await
-            .map_err(|e| err("DescribeTable", &DisplayErrorContext(&e)))?;
+            .map_err(|e| err("DescribeTable", &describe(&e)))?;
         let status = out.table().and_then(|t| t.table_status().cloned());
         if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
             break;
@@ -98,7 +99,7 @@ pub async fn bootstrap_table(
             {
                 Ok(())
             } else {
-                Err(err("UpdateTimeToLive", &DisplayErrorContext(&e)))
+                Err(err("UpdateTimeToLive", &describe(&e)))
             }
         })
 }

@@ -27,7 +27,8 @@ pub use bootstrap::bootstrap_table;
 pub use items::{JobEvent, JobItem, RepoRecord, RunRecord};
 
 use super::message::JobMessage;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use crate::aws_error::describe;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use items::{
     expires_at, get_n, get_s, is_conditional, job_attributes, job_item, job_key, n, now, run_key,
@@ -105,11 +106,27 @@ impl FleetLedger {
         &self.table
     }
 
-    fn error<E: std::error::Error + 'static>(&self, op: &'static str, e: E) -> TableError {
+    /// Checks that the table exists and can be read, so a wrong name fails at start rather
+    /// than at the first job.
+    pub async fn check(&self) -> Result<(), TableError> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.error("DescribeTable", e))?;
+        Ok(())
+    }
+
+    fn error<E, R>(&self, op: &'static str, e: SdkError<E, R>) -> TableError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
         TableError {
             op,
             table: self.table.clone(),
-            message: DisplayErrorContext(&e).to_string(),
+            message: describe(&e),
         }
     }
 

@@ -124,6 +124,9 @@ pub enum WorkerError {
     /// The queue could not be read at start.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The ledger table could not be read at start.
+    #[error(transparent)]
+    Ledger(#[from] super::ledger::TableError),
 }
 
 /// What a worker did, for its exit line.
@@ -168,6 +171,7 @@ pub async fn run(
     let contexts = Contexts::load(&opts.config, opts.retry.clone()).await?;
     contexts.check().await?;
     let max_receive_count = queue.max_receive_count().await?;
+    ledger.check().await?;
     let dlq = match dlq {
         Some(d) => Some(d),
         None => queue.dead_letter_queue().await?,
