@@ -39,7 +39,8 @@ t0=$(now)
 $BIN/ecr-sync-planner sync --config "$WORK/sync.json" --ledger "$WORK/l.db" --concurrency "$CONCURRENCY" --no-progress >"$WORK/sync.log" 2>&1 || { tail -5 "$WORK/sync.log"; exit 1; }
 sync_s=$(elapsed "$t0" "$(now)")
 
-succeeded() { $BIN/ecr-sync-planner status "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["states"].get("succeeded", 0))'; }
+# Jobs that ended well: succeeded, or skipped (a redelivered job whose copy had already landed).
+finished() { $BIN/ecr-sync-planner status "$1" --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)["states"]; print(s.get("succeeded", 0) + s.get("skipped", 0))'; }
 
 declare -A fleet_s plan_s moto_cpu
 round=0
@@ -63,7 +64,7 @@ for w in $WORKERS; do
   run=$($BIN/ecr-sync-planner plan --json 2>"$WORK/plan$round.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
   plan_s[$w]=$(elapsed "$t0" "$(now)")
   deadline=$(( $(date +%s) + 600 ))
-  until [ "$(succeeded "$run")" -ge "$jobs" ]; do
+  until [ "$(finished "$run")" -ge "$jobs" ]; do
     [ "$(date +%s)" -lt "$deadline" ] || { echo "round with $w workers did not finish in 600 s"; tail -3 "$WORK/w$round-1.err"; exit 1; }
     sleep 0.5
   done

@@ -7,8 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Finish, HISTORY_DAYS};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use super::HISTORY_DAYS;
 
 /// One DynamoDB item.
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -205,53 +204,5 @@ pub(super) fn job_item(i: &Item) -> JobItem {
         error: get_s(i, "error"),
         queued_at: get_s(i, "queued_at").unwrap_or_default(),
         updated_at: get_s(i, "updated_at").unwrap_or_default(),
-    }
-}
-
-/// A job history event: `JOB#<job>` / `<at>#<random>`.
-pub(super) fn event_item(
-    m: &JobMessage,
-    event: &str,
-    attempt: u64,
-    worker: Option<&str>,
-    f: &Finish,
-) -> Item {
-    let at = now();
-    let mut item = HashMap::from([
-        ("pk".to_string(), s(format!("JOB#{}", m.job_id))),
-        (
-            "sk".to_string(),
-            s(format!("{at}#{:08x}", fastrand::u32(..))),
-        ),
-        ("kind".to_string(), s("event")),
-        ("run_id".to_string(), s(&m.run_id)),
-        ("event".to_string(), s(event)),
-        ("attempt".to_string(), n(attempt)),
-        ("bytes".to_string(), n(f.bytes)),
-        ("duration_ms".to_string(), n(f.duration_ms)),
-        ("expires_at".to_string(), expires_at()),
-    ]);
-    if let Some(w) = worker {
-        item.insert("worker".to_string(), s(w));
-    }
-    if let Some(c) = &f.error_class {
-        item.insert("error_class".to_string(), s(c));
-    }
-    if let Some(e) = &f.error {
-        item.insert("error".to_string(), s(e));
-    }
-    item
-}
-
-/// Whether a transaction was cancelled because one of its conditions failed.
-pub(super) fn condition_cancelled(
-    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>,
-) -> bool {
-    match e.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
-            .cancellation_reasons()
-            .iter()
-            .any(|r| r.code() == Some("ConditionalCheckFailed")),
-        _ => false,
     }
 }

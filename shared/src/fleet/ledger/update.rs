@@ -1,7 +1,7 @@
 //! UpdateItem expressions built attribute by attribute.
 
 use super::items::{n, s, Item};
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
 /// An UpdateItem expression under construction. Every attribute goes through a `#name`
@@ -95,20 +95,6 @@ impl Update {
             .set_condition_expression(self.condition)
             .set_expression_attribute_names(Some(self.names))
             .set_expression_attribute_values(Some(self.values))
-    }
-
-    /// The same update as one part of a TransactWriteItems call.
-    pub(super) fn transact_item(self, table: &str, key: Item) -> TransactWriteItem {
-        let update = aws_sdk_dynamodb::types::Update::builder()
-            .table_name(table)
-            .set_key(Some(key))
-            .update_expression(self.expression())
-            .set_condition_expression(self.condition)
-            .set_expression_attribute_names(Some(self.names))
-            .set_expression_attribute_values(Some(self.values))
-            .build()
-            .expect("table, key and expression are set");
-        TransactWriteItem::builder().update(update).build()
     }
 }
 
