@@ -1,5 +1,6 @@
 # Shared by demo.sh and bench.sh: start Debian's docker-registry on free loopback ports, remember
 # the PIDs, and stop exactly those on exit.
+source "$(dirname "${BASH_SOURCE[0]}")/registry-config.sh"
 STARTED_PIDS=()
 WORK=$(mktemp -d)
 cleanup() {
@@ -15,21 +16,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_registry() {
   local name=$1 port dir
   port=$(free_port); dir="$WORK/$name"; mkdir -p "$dir/data"
-  cat > "$dir/config.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-  secret: ecr-sync-local
-YML
+  write_registry_config "$dir/config.yml" "$dir/data" "$port" ecr-sync-local
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
   STARTED_PIDS+=($!)
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -386,28 +386,16 @@ fi
 # between two docker-registry processes on 127.0.0.1.
 ################################################################################
 
-# Mirrors scripts/lib.sh's start_registry, with this script's PID bookkeeping.
+# Like scripts/lib.sh's start_registry (the same config file), with this script's PID
+# bookkeeping.
+source "$REPO/scripts/registry-config.sh"
 # start_registry NAME — sets REG_<NAME>=127.0.0.1:PORT once /v2/ answers.
 start_registry() {
   local name=$1 port dir pid
   port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   dir="$WORK/registry-$name"
   mkdir -p "$dir/data"
-  cat >"$dir/config.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-  secret: ecr-sync-infra-test
-YML
+  write_registry_config "$dir/config.yml" "$dir/data" "$port" ecr-sync-infra-test
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 3>&- 4>&- &
   pid=$!
   REG_PIDS+=("$pid")
