@@ -129,17 +129,11 @@ resource "aws_iam_role_policy" "execution" {
 }
 
 # ---------------------------------------------------------------------------
-# Planner: read config, list source tags, check destinations, enqueue, ledger
+# What both task roles need: the config (the worker matches push events
+# against it), ECR auth, the ledger and the module's key
 # ---------------------------------------------------------------------------
 
-resource "aws_iam_role" "planner" {
-  name_prefix        = "${var.namespace}-planner-"
-  description        = "ecr-sync ${var.namespace}: planner task"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-  tags               = local.tags
-}
-
-data "aws_iam_policy_document" "planner" {
+data "aws_iam_policy_document" "task_common" {
   statement {
     sid       = "ReadConfig"
     actions   = ["s3:GetObject", "s3:GetObjectVersion"]
@@ -151,6 +145,33 @@ data "aws_iam_policy_document" "planner" {
     actions   = ["ecr:GetAuthorizationToken"] # account-level action, no resource scope exists
     resources = ["*"]
   }
+
+  statement {
+    sid       = "Ledger"
+    actions   = local.ledger_actions
+    resources = local.ledger_arns
+  }
+
+  statement {
+    sid       = "ModuleKey"
+    actions   = local.kms_data_actions
+    resources = [local.kms_key_arn]
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Planner: read config, list source tags, check destinations, enqueue, ledger
+# ---------------------------------------------------------------------------
+
+resource "aws_iam_role" "planner" {
+  name_prefix        = "${var.namespace}-planner-"
+  description        = "ecr-sync ${var.namespace}: planner task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "planner" {
+  source_policy_documents = [data.aws_iam_policy_document.task_common.json]
 
   dynamic "statement" {
     for_each = length(local.source_repo_arns) > 0 ? [1] : []
@@ -175,18 +196,6 @@ data "aws_iam_policy_document" "planner" {
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [aws_sqs_queue.jobs.arn]
   }
-
-  statement {
-    sid       = "Ledger"
-    actions   = local.ledger_actions
-    resources = local.ledger_arns
-  }
-
-  statement {
-    sid       = "ModuleKey"
-    actions   = local.kms_data_actions
-    resources = [local.kms_key_arn]
-  }
 }
 
 resource "aws_iam_role_policy" "planner" {
@@ -207,17 +216,7 @@ resource "aws_iam_role" "worker" {
 }
 
 data "aws_iam_policy_document" "worker" {
-  statement {
-    sid       = "ReadConfig" # push events are matched against the config
-    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = ["arn:${local.partition}:s3:::${local.config_bucket}/${var.config_object_key}"]
-  }
-
-  statement {
-    sid       = "EcrAuth"
-    actions   = ["ecr:GetAuthorizationToken"] # account-level action, no resource scope exists
-    resources = ["*"]
-  }
+  source_policy_documents = [data.aws_iam_policy_document.task_common.json]
 
   dynamic "statement" {
     for_each = length(local.source_repo_arns) > 0 ? [1] : []
@@ -247,18 +246,6 @@ data "aws_iam_policy_document" "worker" {
     sid       = "DeadLetterPermanentFailures"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [aws_sqs_queue.dlq.arn]
-  }
-
-  statement {
-    sid       = "Ledger"
-    actions   = local.ledger_actions
-    resources = local.ledger_arns
-  }
-
-  statement {
-    sid       = "ModuleKey"
-    actions   = local.kms_data_actions
-    resources = [local.kms_key_arn]
   }
 
   dynamic "statement" {
