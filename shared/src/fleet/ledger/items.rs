@@ -187,6 +187,23 @@ pub(super) fn job_attributes(m: &JobMessage) -> Vec<(&'static str, AttributeValu
     ]
 }
 
+/// A history event item (`JOB#<job>` / `<at>#<random>`) read back.
+pub(super) fn job_event(i: &Item) -> JobEvent {
+    JobEvent {
+        at: get_s(i, "sk")
+            .and_then(|sk| sk.split('#').next().map(str::to_string))
+            .unwrap_or_default(),
+        run_id: get_s(i, "run_id").unwrap_or_default(),
+        event: get_s(i, "event").unwrap_or_default(),
+        attempt: get_n(i, "attempt"),
+        worker: get_s(i, "worker"),
+        bytes: get_n(i, "bytes"),
+        duration_ms: get_n(i, "duration_ms"),
+        error_class: get_s(i, "error_class"),
+        error: get_s(i, "error"),
+    }
+}
+
 pub(super) fn job_item(i: &Item) -> JobItem {
     JobItem {
         run_id: get_s(i, "run_id").unwrap_or_default(),

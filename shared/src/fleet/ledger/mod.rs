@@ -31,8 +31,8 @@ use crate::aws_error::describe;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use items::{
-    expires_at, get_n, get_s, is_conditional, job_attributes, job_item, job_key, n, now, run_key,
-    s, Item,
+    expires_at, get_n, get_s, is_conditional, job_attributes, job_event, job_item, job_key, n, now,
+    run_key, s, Item,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -130,6 +130,17 @@ impl FleetLedger {
         }
     }
 
+    async fn put(&self, item: Item) -> Result<(), TableError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.error("PutItem", e))?;
+        Ok(())
+    }
+
     /// Records a run that starts planning.
     pub async fn start_run(&self, run: &RunRecord) -> Result<(), TableError> {
         let mut item = run_key(&run.run_id);
@@ -147,14 +158,7 @@ impl FleetLedger {
             ("config_version".to_string(), s(&run.config_version)),
             ("expires_at".to_string(), expires_at()),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| self.error("PutItem", e))?;
-        Ok(())
+        self.put(item).await
     }
 
     /// Records the end of planning with its counts.
@@ -436,14 +440,7 @@ impl FleetLedger {
         if let Some(e) = &f.error {
             item.insert("error".to_string(), s(e));
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| self.error("PutItem", e))?;
-        Ok(())
+        self.put(item).await
     }
 
     /// One job of one run.
@@ -536,22 +533,7 @@ impl FleetLedger {
     /// A job's history, oldest first.
     pub async fn job_history(&self, job_id: &str) -> Result<Vec<JobEvent>, TableError> {
         let items = self.query_pk(&format!("JOB#{job_id}"), None, None).await?;
-        Ok(items
-            .iter()
-            .map(|i| JobEvent {
-                at: get_s(i, "sk")
-                    .and_then(|sk| sk.split('#').next().map(str::to_string))
-                    .unwrap_or_default(),
-                run_id: get_s(i, "run_id").unwrap_or_default(),
-                event: get_s(i, "event").unwrap_or_default(),
-                attempt: get_n(i, "attempt"),
-                worker: get_s(i, "worker"),
-                bytes: get_n(i, "bytes"),
-                duration_ms: get_n(i, "duration_ms"),
-                error_class: get_s(i, "error_class"),
-                error: get_s(i, "error"),
-            })
-            .collect())
+        Ok(items.iter().map(job_event).collect())
     }
 
     async fn query_pk(

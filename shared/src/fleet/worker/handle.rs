@@ -54,11 +54,7 @@ pub(super) async fn message(shared: Arc<Shared>, msg: Received) {
             match ctx.job_for_event(&event).await {
                 Ok(Ok(job)) => {
                     tracing::info!(job_id = %job.job_id, run_id = %job.run_id, source = %format!("{}/{}:{}", job.source.registry, job.source.repository, job.source.tag), "push event accepted");
-                    if let Err(e) = shared
-                        .ledger
-                        .ensure_event_run(&job.run_id, "ECR push events")
-                        .await
-                    {
+                    if let Err(e) = shared.ensure_event_run(&job.run_id).await {
                         tracing::error!(error = %e, "could not record the event run; the message will come back");
                         return shared.come_back(&msg, msg.receive_count).await;
                     }

@@ -150,9 +150,25 @@ pub(crate) struct Shared {
     /// Jobs running in this process: a second delivery of one of them waits its turn instead
     /// of copying the same image twice at once.
     running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The push-event run this process has already recorded: one ledger write per day, not
+    /// one per event.
+    event_run: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// Makes sure the ledger holds the push-event run `run_id`, writing only the first time
+    /// this process sees it.
+    async fn ensure_event_run(&self, run_id: &str) -> Result<(), super::ledger::TableError> {
+        if self.event_run.lock().unwrap().as_deref() == Some(run_id) {
+            return Ok(());
+        }
+        self.ledger
+            .ensure_event_run(run_id, "ECR push events")
+            .await?;
+        *self.event_run.lock().unwrap() = Some(run_id.to_string());
+        Ok(())
+    }
+
     /// Resolves once the drain deadline has passed.
     async fn aborted(&self) {
         let mut abort = self.abort.clone();
@@ -191,6 +207,7 @@ pub async fn run(
         max_receive_count,
         abort,
         running: Default::default(),
+        event_run: Default::default(),
     });
     let permits = Arc::new(Semaphore::new(limit));
     let mut tasks = JoinSet::new();
