@@ -29,6 +29,9 @@ pub struct Context {
     pub registries: Registries,
     retry: RetryPolicy,
     movers: Mutex<HashMap<String, Arc<BlobMover>>>,
+    /// Destination repositories push events have found ready, with their tag immutability:
+    /// one DescribeRepositories per repository and config version, not one per event.
+    ready: Mutex<HashMap<String, bool>>,
     /// Bytes streamed, for progress.
     pub bytes: Arc<AtomicU64>,
 }
@@ -42,6 +45,7 @@ impl Context {
             version,
             retry,
             movers: Mutex::new(HashMap::new()),
+            ready: Mutex::new(HashMap::new()),
             bytes: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -103,19 +107,7 @@ impl Context {
             .destination()
             .await
             .map_err(|e| e.to_string())?;
-        let dst = self
-            .registries
-            .get(&dst_host)
-            .await
-            .map_err(|e| e.to_string())?;
-        let scanner = Scanner {
-            config: &self.config,
-            registries: &self.registries,
-            dst_host: &dst_host,
-            dst: &dst,
-            dry_run: false,
-        };
-        let Some(immutable) = scanner.ensure_repository(&repo.destination).await? else {
+        let Some(immutable) = self.ready_repository(&dst_host, &repo.destination).await? else {
             return Ok(Err(crate::scan::REFRESH_SKIP.to_string()));
         };
         let job = CopyJob {
@@ -127,6 +119,39 @@ impl Context {
             destination_repo: repo.destination.clone(),
         };
         Ok(Ok(JobMessage::new(&event_run_id(), &job, immutable, true)))
+    }
+
+    /// Makes sure destination repository `dst_repo` exists (per `mode`), asking the registry
+    /// only the first time; `None` when refresh mode skips it (asked again next time, so a
+    /// repository created meanwhile is noticed).
+    async fn ready_repository(
+        &self,
+        dst_host: &str,
+        dst_repo: &str,
+    ) -> Result<Option<bool>, String> {
+        if let Some(immutable) = self.ready.lock().unwrap().get(dst_repo) {
+            return Ok(Some(*immutable));
+        }
+        let dst = self
+            .registries
+            .get(dst_host)
+            .await
+            .map_err(|e| e.to_string())?;
+        let scanner = Scanner {
+            config: &self.config,
+            registries: &self.registries,
+            dst_host,
+            dst: &dst,
+            dry_run: false,
+        };
+        let ready = scanner.ensure_repository(dst_repo).await?;
+        if let Some(immutable) = ready {
+            self.ready
+                .lock()
+                .unwrap()
+                .insert(dst_repo.to_string(), immutable);
+        }
+        Ok(ready)
     }
 }
 
