@@ -357,14 +357,15 @@ impl Queue {
 
     /// Receives every message in the queue (up to `limit`), each once, and keeps them hidden for
     /// `hide_seconds`. An empty answer can come while messages exist (SQS samples servers), so
-    /// it stops after two empty receives in a row. Meant for the dead-letter queue, where
-    /// nothing else consumes. On an error, what was received is made visible again.
+    /// it stops after two receives in a row that bring nothing new. Meant for the dead-letter
+    /// queue, where nothing else consumes. On an error, what was received is made visible again.
     pub async fn take_all(
         &self,
         limit: usize,
         hide_seconds: i32,
     ) -> Result<Vec<Received>, QueueError> {
         let mut seen: Vec<Received> = Vec::new();
+        let mut ids = std::collections::HashSet::new();
         let mut empty = 0;
         while seen.len() < limit && empty < 2 {
             let batch = match self.receive(SQS_BATCH, 1, Some(hide_seconds)).await {
@@ -375,14 +376,15 @@ impl Queue {
                     return Err(e);
                 }
             };
-            if batch.is_empty() {
-                empty += 1;
-            }
+            let before = seen.len();
             for m in batch {
-                if !seen.iter().any(|s| s.message_id == m.message_id) {
+                if ids.insert(m.message_id.clone()) {
                     seen.push(m);
                 }
             }
+            // Only new messages count as progress: ones seen before (back after their hide
+            // time) must not keep a long read going forever.
+            empty = if seen.len() == before { empty + 1 } else { 0 };
         }
         Ok(seen)
     }
