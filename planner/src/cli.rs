@@ -1,27 +1,24 @@
 //! Command-line arguments.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use ecr_sync::console::LogFormat;
 use std::path::PathBuf;
 
 /// ecr-sync: keep container images in sync from a source registry into your own (ECR).
 #[derive(Debug, Parser)]
-#[command(name = "ecr-sync-planner", version, about)]
+#[command(name = "ecr-sync", version, about)]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, env = "ECR_SYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    /// Log format on stderr: text or json.
+    #[arg(
+        long,
+        global = true,
+        env = "ECR_SYNC_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line (for CloudWatch and log pipelines).
-    Json,
 }
 
 /// Commands.
@@ -178,4 +175,7 @@ pub struct SyncArgs {
     /// Never draw the progress line, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// After SIGINT/SIGTERM, seconds running copies get to finish before they are cut off.
+    #[arg(long, default_value_t = ecr_sync::sync::DEFAULT_STOP_TIMEOUT.as_secs())]
+    pub stop_timeout_seconds: u64,
 }

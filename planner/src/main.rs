@@ -1,7 +1,7 @@
 use clap::Parser;
+use ecr_sync::console::init_logging;
 use ecr_sync_planner::cli::{Cli, Command};
-use ecr_sync_planner::fleet_cmd::{self, FleetCommand};
-use ecr_sync_planner::{exit, init_logging};
+use ecr_sync_planner::commands::{self, FleetCommand};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -10,16 +10,16 @@ async fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate { config } => {
             init_logging(cli.log_format, true);
-            ecr_sync_planner::run_validate(&config).await
+            commands::run_validate(&config).await
         }
         Command::Sync(args) => {
             let progress = ecr_sync_planner::wants_progress(&args);
             init_logging(cli.log_format, progress);
-            match ecr_sync_planner::run_sync(args, progress).await {
+            match commands::run_sync(args, progress).await {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    exit::USAGE
+                    ecr_sync::console::exit::USAGE
                 }
             }
         }
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
                 Command::Job { command } => FleetCommand::Job(command),
                 Command::Sync(_) | Command::Validate { .. } => unreachable!("handled above"),
             };
-            fleet_cmd::run(command).await
+            commands::run(command).await
         }
     };
     ExitCode::from(code)

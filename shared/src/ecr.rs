@@ -6,13 +6,15 @@
 
 use crate::config::{EcrHost, Encryption, RepoDefaults};
 use crate::digest::Digest;
-use crate::registry::{ErrorKind, RegistryError};
+use crate::registry::{ErrorKind, RegistryError, TokenSource};
+use crate::vocab::ErrorClass;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
     TagStatus,
 };
 use base64::Engine;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,6 +28,8 @@ const DESCRIBE_IMAGES_PAGE: i32 = 1000;
 #[derive(Debug, thiserror::Error)]
 #[error("ECR {op} in {region}: {code}: {message}")]
 pub struct EcrError {
+    /// The failure class.
+    pub class: ErrorClass,
     /// The API operation.
     pub op: &'static str,
     /// The region called.
@@ -41,14 +45,16 @@ fn ecr_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     region: &str,
     e: aws_sdk_ecr::error::SdkError<E>,
 ) -> EcrError {
+    let class = ErrorClass::of_sdk(&e);
     let (code, message) = match e.as_service_error() {
         Some(s) => (
             s.code().unwrap_or("Unknown").to_string(),
             s.message().unwrap_or("").to_string(),
         ),
-        None => ("dispatch".to_string(), crate::aws_error::describe(&e)),
+        None => ("dispatch".to_string(), crate::aws::describe(&e)),
     };
     EcrError {
+        class,
         op,
         region: region.to_string(),
         code,
@@ -70,15 +76,12 @@ pub struct EcrApi {
 }
 
 impl EcrApi {
-    /// Loads AWS settings the SDK's usual way (environment, profile, container or instance role).
-    pub async fn load() -> Arc<EcrApi> {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        Arc::new(EcrApi {
-            sdk,
+    /// The ECR API with the process's AWS settings.
+    pub fn new(sdk: &aws_config::SdkConfig) -> EcrApi {
+        EcrApi {
+            sdk: sdk.clone(),
             clients: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     fn client(&self, region: &str) -> aws_sdk_ecr::Client {
@@ -102,6 +105,7 @@ impl EcrApi {
             .region()
             .map(|r| r.to_string())
             .ok_or_else(|| EcrError {
+                class: ErrorClass::Setup,
                 op: "GetAuthorizationToken",
                 region: "(none)".into(),
                 code: "NoRegion".into(),
@@ -118,6 +122,7 @@ impl EcrApi {
             .first()
             .and_then(|d| d.proxy_endpoint())
             .ok_or_else(|| EcrError {
+                class: ErrorClass::Protocol,
                 op: "GetAuthorizationToken",
                 region: region.clone(),
                 code: "Empty".into(),
@@ -139,12 +144,14 @@ impl EcrApi {
             .await
             .map_err(|e| ecr_error(op, &host.region, e))?;
         let data = out.authorization_data().first().ok_or_else(|| EcrError {
+            class: ErrorClass::Protocol,
             op,
             region: host.region.clone(),
             code: "Empty".into(),
             message: "no authorization data".into(),
         })?;
         let bad = |m: &str| EcrError {
+            class: ErrorClass::Protocol,
             op,
             region: host.region.clone(),
             code: "BadToken".into(),
@@ -299,7 +306,7 @@ impl EcrTokens {
         }
     }
 
-    pub(crate) async fn basic(&self) -> Result<(String, String), RegistryError> {
+    async fn fetch(&self) -> Result<(String, String), RegistryError> {
         let mut cached = self.cached.lock().await;
         if let Some((u, p, until)) = cached.as_ref() {
             if SystemTime::now() + TOKEN_REFRESH_MARGIN < *until {
@@ -313,7 +320,7 @@ impl EcrTokens {
             .map_err(|e| RegistryError {
                 op: "ECR token",
                 url: format!("{}.dkr.ecr.{}", self.host.account, self.host.region),
-                kind: if e.code == "dispatch" || e.code.contains("Throttl") {
+                kind: if e.class.is_transient() {
                     ErrorKind::Transport(e.to_string())
                 } else {
                     ErrorKind::Unauthorized {
@@ -326,8 +333,14 @@ impl EcrTokens {
         *cached = Some((u.clone(), p.clone(), until));
         Ok((u, p))
     }
+}
 
-    pub(crate) fn invalidate(&self) {
+impl TokenSource for EcrTokens {
+    fn basic(&self) -> BoxFuture<'_, Result<(String, String), RegistryError>> {
+        Box::pin(self.fetch())
+    }
+
+    fn invalidate(&self) {
         if let Ok(mut c) = self.cached.try_lock() {
             *c = None;
         }

@@ -1,6 +1,10 @@
-//! The unit of work: one tag of one source repository, copied to one destination repository.
+//! The unit of work: one tag of one source repository, copied to one destination repository;
+//! what planning knows about it when it is handed to a runner; and how running it ended.
 
+use crate::copy::CopyError;
 use crate::digest::Digest;
+use crate::registry::{Manifest, RegistryError};
+use crate::vocab::ErrorClass;
 
 /// One (source repo, tag, source digest) → (destination repo, tag) copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,31 +54,108 @@ impl CopyJob {
     }
 }
 
-/// Where a job ended (or stands).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Being worked on.
-    Running,
-    /// Copied.
-    Succeeded,
-    /// Nothing to do (already up to date) — or, in a dry run, what would be copied.
-    Skipped,
-    /// Failed with a recorded reason.
-    Failed,
+/// What the destination tag held when the job was planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Not known (a job from the queue may be old): the runner asks the destination.
+    Unchecked,
+    /// The tag did not exist.
+    Absent,
+    /// The tag pointed at this digest.
+    Holds(Digest),
 }
 
-impl JobState {
-    /// The name stored in ledgers and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Skipped => "skipped",
-            JobState::Failed => "failed",
+/// A job ready to run: the copy, and what planning learned that the runner can use.
+#[derive(Debug, Clone)]
+pub struct PlannedJob {
+    /// The copy; its source digest is set.
+    pub job: CopyJob,
+    /// Whether the destination repository's tags are immutable.
+    pub immutable_tags: bool,
+    /// Whether the destination repository may already hold some of the content (it had tags
+    /// when planned, or this is a redelivery): blobs and child manifests are checked before
+    /// they are sent.
+    pub dst_may_hold_blobs: bool,
+    /// What the destination tag held when planned.
+    pub destination: Destination,
+    /// The source manifest, when planning already read it (one-machine runs GET instead of
+    /// HEAD, so a copy does not read it twice).
+    pub manifest: Option<Manifest>,
+}
+
+/// Why a job failed: its class and a reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    /// The class (transient ones are retried).
+    pub class: ErrorClass,
+    /// What went wrong, naming the image, blob or setting.
+    pub reason: String,
+}
+
+impl JobError {
+    /// An error of `class` with `reason`.
+    pub fn new(class: ErrorClass, reason: impl Into<String>) -> JobError {
+        JobError {
+            class,
+            reason: reason.into(),
         }
     }
 }
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.class, self.reason)
+    }
+}
+
+impl From<CopyError> for JobError {
+    fn from(e: CopyError) -> JobError {
+        JobError::new(e.class(), e.to_string())
+    }
+}
+
+impl From<RegistryError> for JobError {
+    fn from(e: RegistryError) -> JobError {
+        CopyError::from(e).into()
+    }
+}
+
+/// How running a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The image was copied; bytes streamed (shared blobs count once, for the job that moved them).
+    Copied {
+        /// Bytes streamed.
+        bytes: u64,
+    },
+    /// The destination already held the source digest.
+    UpToDate,
+    /// Dry run: it would be copied.
+    WouldCopy,
+    /// It failed.
+    Failed(JobError),
+}
+
+impl JobOutcome {
+    /// Bytes streamed.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            JobOutcome::Copied { bytes } => *bytes,
+            _ => 0,
+        }
+    }
+
+    /// The failure, if it failed.
+    pub fn error(&self) -> Option<&JobError> {
+        match self {
+            JobOutcome::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why an up-to-date job did nothing, as ledgers record it.
+pub const UP_TO_DATE: &str = "up to date";
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,9 @@
 //! The one-machine ledger: every run and every job outcome in a local SQLite file, so a rerun (or
 //! a person) can see what happened. Writes are tiny and synchronous (WAL, `synchronous=NORMAL`).
 
-use crate::job::{CopyJob, JobState};
+use crate::job::CopyJob;
+use crate::sync::SyncReport;
+use crate::vocab::{ErrorClass, JobState, RunState};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,7 +19,7 @@ pub struct LedgerError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// One job's outcome as stored.
+/// One job's outcome as stored and read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     /// The job id.
@@ -28,16 +30,33 @@ pub struct JobRecord {
     pub destination: String,
     /// The source digest, when known.
     pub digest: Option<String>,
-    /// `running`, `succeeded`, `skipped` or `failed`.
-    pub state: String,
+    /// `succeeded`, `skipped` or `failed`.
+    pub state: JobState,
     /// Bytes streamed.
     pub bytes: u64,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
-    /// Error class (`transient`, `auth`, …) when failed.
-    pub error_class: Option<String>,
+    /// Error class when failed.
+    pub error_class: Option<ErrorClass>,
     /// Reason for a skip, or the error.
     pub reason: Option<String>,
+}
+
+/// One job's outcome to record.
+#[derive(Debug, Clone)]
+pub struct JobRow<'a> {
+    /// How it ended.
+    pub state: JobState,
+    /// Bytes streamed.
+    pub bytes: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Error class when failed.
+    pub error_class: Option<ErrorClass>,
+    /// Reason for a skip, or the error.
+    pub reason: Option<&'a str>,
+    /// When (RFC 3339).
+    pub at: &'a str,
 }
 
 /// The SQLite ledger.
@@ -52,6 +71,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at  TEXT NOT NULL,
     finished_at TEXT,
     config      TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'running',
     copied      INTEGER NOT NULL DEFAULT 0,
     skipped     INTEGER NOT NULL DEFAULT 0,
     failed      INTEGER NOT NULL DEFAULT 0,
@@ -93,6 +113,16 @@ impl Ledger {
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Ledgers written before runs had a state: add the column (their runs read `running`
+        // when unfinished, which is what they were).
+        let has_state: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'state'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
+        if !has_state {
+            conn.execute_batch("ALTER TABLE runs ADD COLUMN state TEXT NOT NULL DEFAULT 'running'")
+                .map_err(err)?;
+        }
         Ok(Ledger {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -136,19 +166,8 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// Records a job's state (inserting or replacing its row for this run).
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_job(
-        &self,
-        run_id: &str,
-        job: &CopyJob,
-        state: JobState,
-        bytes: u64,
-        duration_ms: u64,
-        error_class: Option<&str>,
-        reason: Option<&str>,
-        at: &str,
-    ) -> Result<(), LedgerError> {
+    /// Records a job's outcome (inserting or replacing its row for this run).
+    pub fn record_job(&self, run_id: &str, job: &CopyJob, row: &JobRow) -> Result<(), LedgerError> {
         self.conn
             .lock()
             .unwrap()
@@ -162,37 +181,66 @@ impl Ledger {
                     job.source_ref(),
                     job.destination_ref(),
                     job.source_digest.as_ref().map(|d| d.to_string()),
-                    state.as_str(),
-                    bytes as i64,
-                    duration_ms as i64,
-                    error_class,
-                    reason,
-                    at
+                    row.state.as_str(),
+                    row.bytes as i64,
+                    row.duration_ms as i64,
+                    row.error_class.map(ErrorClass::as_str),
+                    row.reason,
+                    row.at
                 ],
             )
             .map(drop)
             .map_err(|e| self.err(e))
     }
 
-    /// Records the end of a run with its totals.
+    /// Records the end of a run: its state (`finished` or `interrupted`) and totals.
     pub fn finish_run(
         &self,
         run_id: &str,
         finished_at: &str,
-        copied: u64,
-        skipped: u64,
-        failed: u64,
-        bytes: u64,
+        report: &SyncReport,
     ) -> Result<(), LedgerError> {
         self.conn
             .lock()
             .unwrap()
             .execute(
-                "UPDATE runs SET finished_at = ?2, copied = ?3, skipped = ?4, failed = ?5, bytes = ?6 WHERE run_id = ?1",
-                params![run_id, finished_at, copied as i64, skipped as i64, failed as i64, bytes as i64],
+                "UPDATE runs SET finished_at = ?2, state = ?3, copied = ?4, skipped = ?5, failed = ?6, bytes = ?7 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    finished_at,
+                    report.state.as_str(),
+                    report.copied as i64,
+                    report.skipped as i64,
+                    report.failed as i64,
+                    report.bytes as i64
+                ],
             )
             .map(drop)
             .map_err(|e| self.err(e))
+    }
+
+    /// A run's state.
+    pub fn run_state(&self, run_id: &str) -> Result<Option<RunState>, LedgerError> {
+        let conn = self.conn.lock().unwrap();
+        let state: Option<String> = conn
+            .query_row("SELECT state FROM runs WHERE run_id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(|e| self.err(e))?;
+        state
+            .map(|s| {
+                s.parse()
+                    .map_err(|e: crate::vocab::UnknownWord| LedgerError {
+                        path: self.path.display().to_string(),
+                        source: e.into(),
+                    })
+            })
+            .transpose()
     }
 
     /// The jobs of a run, ordered by destination.
@@ -206,15 +254,26 @@ impl Ledger {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([run_id], |r| {
+                let word = |i: usize, text: String| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        i,
+                        rusqlite::types::Type::Text,
+                        format!("{text:?} is not a known word").into(),
+                    )
+                };
+                let state: String = r.get(4)?;
+                let class: Option<String> = r.get(7)?;
                 Ok(JobRecord {
                     job_id: r.get(0)?,
                     source: r.get(1)?,
                     destination: r.get(2)?,
                     digest: r.get(3)?,
-                    state: r.get(4)?,
+                    state: state.parse().map_err(|_| word(4, state))?,
                     bytes: r.get::<_, i64>(5)? as u64,
                     duration_ms: r.get::<_, i64>(6)? as u64,
-                    error_class: r.get(7)?,
+                    error_class: class
+                        .map(|c| c.parse().map_err(|_| word(7, c)))
+                        .transpose()?,
                     reason: r.get(8)?,
                 })
             })
@@ -253,26 +312,29 @@ mod tests {
             destination_registry: "d".into(),
             destination_repo: "a".into(),
         };
+        let row = |state, class, reason| JobRow {
+            state,
+            bytes: 5,
+            duration_ms: 7,
+            error_class: class,
+            reason,
+            at: "t",
+        };
         ledger
-            .record_job("r1", &job, JobState::Running, 0, 0, None, None, "t")
+            .record_job("r1", &job, &row(JobState::Skipped, None, None))
             .unwrap();
         ledger
             .record_job(
                 "r1",
                 &job,
-                JobState::Failed,
-                5,
-                7,
-                Some("auth"),
-                Some("denied"),
-                "t",
+                &row(JobState::Failed, Some(ErrorClass::Auth), Some("denied")),
             )
             .unwrap();
-        ledger.finish_run("r1", "t2", 0, 0, 1, 5).unwrap();
+        assert_eq!(ledger.run_state("r1").unwrap(), Some(RunState::Running));
         let jobs = ledger.jobs("r1").unwrap();
         assert_eq!(jobs.len(), 1);
-        assert_eq!(jobs[0].state, "failed");
-        assert_eq!(jobs[0].error_class.as_deref(), Some("auth"));
+        assert_eq!(jobs[0].state, JobState::Failed);
+        assert_eq!(jobs[0].error_class, Some(ErrorClass::Auth));
         assert_eq!(jobs[0].destination, "d/a:v1");
         assert_eq!(ledger.runs().unwrap(), vec!["r1".to_string()]);
     }

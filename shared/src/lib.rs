@@ -2,36 +2,44 @@
 //! Amazon ECR fleets of thousands of repositories.
 //!
 //! # Layout
-//! - [`aws_error`] — one readable line for any AWS SDK error.
-//! - [`config`] — the user's config (the seed's schema plus documented additions), validated in two
-//!   phases, loaded from a file or S3.
-//! - [`tag_filter`] — the seed's tag glob table.
-//! - [`digest`] — `sha256:` digests and streaming verification.
-//! - [`manifest`] — media types and what a manifest references.
-//! - [`registry`] — the OCI distribution API client: auth, retries, shared per-host backoff.
-//! - [`ecr`] — the ECR control plane: tokens, repositories, bulk tag listing.
-//! - [`retry`] — the retry policy.
-//! - [`copy`] — the copy engine: pure decisions, image copy, single-flight blob moves.
-//! - [`job`] — the copy job and its stable id.
-//! - [`ledger`] — the one-machine SQLite ledger.
-//! - [`fleet`] — the distributed path: planner → SQS → workers → DynamoDB ledger, and operations.
-//! - [`registries`] — registry clients per host, made from the config's settings.
-//! - [`scan`] — reading both sides of a repository pair: create/skip, list, look up a tag.
-//! - [`sync`] — one-machine sync: config → jobs → copies → ledger → report.
+//! Layers, bottom up; a module imports only from layers below it (and `vocab`, `time`, `digest`
+//! from anywhere):
+//!
+//! 1. Words and data — [`vocab`] (job states, events, error classes: one spelling each),
+//!    [`time`], [`digest`], [`manifest`], [`tag_filter`], [`config`] (parses and validates bytes;
+//!    no I/O), [`job`] (the copy job, the planned job, the typed outcome).
+//! 2. Remote services, one module each — [`registry`] (the OCI distribution API: auth through a
+//!    [`registry::TokenSource`], per-host backoff; knows no AWS), [`aws`] (the process's one set
+//!    of AWS settings, S3 reads), [`ecr`] (the ECR control plane; implements the token source),
+//!    [`fleet::queue`] (SQS) and [`fleet::ledger`] (DynamoDB), [`ledger`] (the one-machine
+//!    SQLite ledger), [`config_source`] (a config from a file or S3).
+//! 3. The job path — [`registries`] (registry clients per host from the config), [`copy`] (the
+//!    copy engine: decisions, image copy, single-flight blob moves over byte streams), [`plan`]
+//!    (the planning stream: per repository prepare → list → filter → resolve → compare → a
+//!    [`plan::JobSink`]), [`engine`] (run one job → a typed outcome), [`retry`].
+//! 4. The two modes — [`sync`] (one machine: the planning stream into a bounded in-process queue,
+//!    N runners, SQLite) and [`fleet`] (the planning stream into DynamoDB + SQS, workers, the
+//!    dead-letter queue and operator commands).
+//! 5. [`console`] — what both binaries share on the terminal: logging and exit codes.
 #![deny(missing_docs)]
 
-pub mod aws_error;
+pub mod aws;
 pub mod config;
+pub mod config_source;
+pub mod console;
 pub mod copy;
 pub mod digest;
 pub mod ecr;
+pub mod engine;
 pub mod fleet;
 pub mod job;
 pub mod ledger;
 pub mod manifest;
+pub mod plan;
 pub mod registries;
 pub mod registry;
 pub mod retry;
-pub mod scan;
 pub mod sync;
 pub mod tag_filter;
+pub mod time;
+pub mod vocab;

@@ -1,5 +1,6 @@
 //! Turning the config's registry settings into [`Registry`] clients, one per host.
 
+use crate::aws::Aws;
 use crate::config::{is_ecr_host, Config};
 use crate::ecr::{EcrApi, EcrTokens};
 use crate::registry::{Credentials, Registry, RegistryOptions};
@@ -18,6 +19,7 @@ pub struct SetupError(pub String);
 pub struct Registries {
     config: Config,
     retry: RetryPolicy,
+    aws: Aws,
     clients: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
     ecr: OnceCell<Arc<EcrApi>>,
     own_registry: OnceCell<String>,
@@ -25,10 +27,11 @@ pub struct Registries {
 
 impl Registries {
     /// Clients for the registries `config` names, made on first use.
-    pub fn new(config: &Config, retry: RetryPolicy) -> Self {
+    pub fn new(config: &Config, retry: RetryPolicy, aws: Aws) -> Self {
         Registries {
             config: config.clone(),
             retry,
+            aws,
             clients: Default::default(),
             ecr: OnceCell::new(),
             own_registry: OnceCell::new(),
@@ -37,7 +40,10 @@ impl Registries {
 
     /// The ECR API, loading AWS settings on first use (so runs without ECR never touch them).
     pub async fn ecr(&self) -> Arc<EcrApi> {
-        self.ecr.get_or_init(EcrApi::load).await.clone()
+        self.ecr
+            .get_or_init(|| async { Arc::new(EcrApi::new(self.aws.sdk().await)) })
+            .await
+            .clone()
     }
 
     /// The destination registry host: the config's `destination_registry`, or the caller's own
@@ -114,7 +120,7 @@ impl Registries {
                         "registries.{host}.ecr_auth: {host} is not an ECR registry host"
                     ))
                 })?;
-                Credentials::Ecr(EcrTokens::new(self.ecr().await, ecr_host))
+                Credentials::Tokens(Arc::new(EcrTokens::new(self.ecr().await, ecr_host)))
             }
             _ => Credentials::Anonymous,
         };

@@ -4,7 +4,7 @@
 //! server's `Retry-After` wins over the computed wait. Registry throttling is also shared per host
 //! (see `registry::HostGate`), so one 429 slows every job that talks to that host.
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use std::future::Future;
 use std::time::Duration;
 
@@ -19,17 +19,24 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// The longest `Retry-After` we honour; longer asks are capped so a job cannot stall for hours.
     pub max_retry_after: Duration,
+    /// Failed steps one blob transfer tolerates in all (upload start, GET, PUT share it; see
+    /// `copy::BlobMover`). A transfer is about three requests, so this is twice the
+    /// single-request budget: the same tolerance per request, and a blob the source never
+    /// serves is fetched at most `transfer_retries + 1` times.
+    pub transfer_retries: usize,
 }
 
 impl Default for RetryPolicy {
     /// 6 retries with ceilings 0.25 s, 0.5 s, 1 s, 2 s, 4 s, 8 s: a persistent failure gives up on
     /// the 7th try after at most ~16 s of waiting, well inside SQS visibility and ECS stop timeouts.
+    /// A blob transfer gives up after 12 failed steps, having waited at most ~64 s.
     fn default() -> Self {
         RetryPolicy {
             max_retries: 6,
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
+            transfer_retries: 12,
         }
     }
 }
@@ -42,6 +49,7 @@ impl RetryPolicy {
             min_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
             max_retry_after: Duration::from_secs(2),
+            transfer_retries: 12,
         }
     }
 
@@ -49,8 +57,44 @@ impl RetryPolicy {
     pub fn none() -> Self {
         RetryPolicy {
             max_retries: 0,
+            transfer_retries: 0,
             ..Self::fast()
         }
+    }
+
+    fn backoff(&self, times: usize) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(times)
+    }
+
+    /// The backoff ceilings of one blob transfer's shared budget, for [`Self::wait_or_give_up`].
+    pub fn transfer_backoff(&self) -> impl Iterator<Item = Duration> + Send {
+        self.backoff(self.transfer_retries).build()
+    }
+
+    /// After a failed step of a multi-step operation: a permanent error, or an exhausted
+    /// `budget`, is returned; otherwise waits (the server's `Retry-After`, else full jitter below
+    /// the next ceiling) so the caller can try again.
+    pub async fn wait_or_give_up<E>(
+        &self,
+        budget: &mut impl Iterator<Item = Duration>,
+        e: E,
+    ) -> Result<(), E>
+    where
+        E: Transient + std::fmt::Display,
+    {
+        if !e.is_transient() {
+            return Err(e);
+        }
+        let Some(ceiling) = budget.next() else {
+            return Err(e);
+        };
+        let wait = self.delay(e.retry_after(), ceiling);
+        tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     /// The wait before the next try: the server's `Retry-After` (capped) if it sent one, else a
@@ -69,11 +113,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries);
-        op.retry(backoff)
+        op.retry(self.backoff(self.max_retries))
             .sleep(tokio::time::sleep)
             .when(|e: &E| e.is_transient())
             .adjust(|e: &E, ceiling| ceiling.map(|c| self.delay(e.retry_after(), c)))

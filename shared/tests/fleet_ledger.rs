@@ -2,9 +2,10 @@
 //! releases and replays, as racing workers and operators would drive it.
 
 use ecr_sync::digest::Digest;
-use ecr_sync::fleet::ledger::{bootstrap_table, Finish, FleetLedger, JobEvent, Start};
+use ecr_sync::fleet::ledger::{bootstrap_table, Finish, FleetLedger, HistoryEntry, Start};
 use ecr_sync::fleet::message::JobMessage;
-use ecr_sync::job::CopyJob;
+use ecr_sync::job::{CopyJob, Destination, PlannedJob};
+use ecr_sync::vocab::{ErrorClass, JobEvent, JobState};
 use ecr_sync_testkit::moto::MotoProcess;
 
 async fn ledger(moto: &MotoProcess) -> FleetLedger {
@@ -31,12 +32,19 @@ fn job(tag: &str) -> JobMessage {
         destination_registry: "dst.example".into(),
         destination_repo: "team/app".into(),
     };
-    JobMessage::new("run-1", &job, true, false)
+    let planned = PlannedJob {
+        job,
+        immutable_tags: true,
+        dst_may_hold_blobs: false,
+        destination: Destination::Absent,
+        manifest: None,
+    };
+    JobMessage::new("run-1", &planned)
 }
 
-fn finish(state: &'static str, attempt: u64) -> Finish {
+fn finish(state: &str, attempt: u64) -> Finish {
     Finish {
-        state,
+        state: state.parse().unwrap(),
         attempt,
         bytes: 10,
         duration_ms: 5,
@@ -44,8 +52,11 @@ fn finish(state: &'static str, attempt: u64) -> Finish {
     }
 }
 
-fn events(history: &[JobEvent]) -> Vec<String> {
-    history.iter().map(|e| e.event.clone()).collect()
+fn events(history: &[HistoryEntry]) -> Vec<String> {
+    history
+        .iter()
+        .map(|e| e.event.map(|e| e.to_string()).unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +88,7 @@ async fn two_deliveries_racing_end_with_one_success_and_a_duplicate_event() {
     assert_eq!(seen, ["duplicate", "succeeded"]);
     // A third delivery after the end does not start.
     match l.start_job(&m, "w3").await.unwrap() {
-        Start::AlreadyDone(state) => assert_eq!(state, "succeeded"),
+        Start::AlreadyDone(state) => assert_eq!(state, JobState::Succeeded),
         Start::Go(n) => panic!("a finished job started again (attempt {n})"),
     }
 }
@@ -90,23 +101,25 @@ async fn a_failure_then_a_success_clears_the_reason_and_a_dead_job_can_be_replay
     l.queue_jobs(std::slice::from_ref(&m)).await.unwrap();
     l.start_job(&m, "w1").await.unwrap();
     let failed = Finish {
-        error_class: Some("transient".into()),
+        error_class: Some(ErrorClass::Transient),
         error: Some("HTTP 500".into()),
         ..finish("failed", 1)
     };
     assert!(l.finish_job(&m, "w1", &failed).await.unwrap());
     assert!(matches!(l.start_job(&m, "w1").await.unwrap(), Start::Go(2)));
     let dead = Finish {
-        error_class: Some("auth".into()),
+        error_class: Some(ErrorClass::Auth),
         error: Some("not authorized".into()),
         ..finish("dead", 2)
     };
     assert!(l.finish_job(&m, "w1", &dead).await.unwrap());
     let item = l.job("run-1", &m.job_id).await.unwrap().unwrap();
-    assert_eq!(item.state, "dead");
-    assert_eq!(item.error_class.as_deref(), Some("auth"));
+    assert_eq!(item.state, JobState::Dead);
+    assert_eq!(item.error_class, Some(ErrorClass::Auth));
     // An operator replays it: queued again, counted, and it can run and succeed.
-    l.requeue_job(&m, "replayed", "operator").await.unwrap();
+    l.requeue_job(&m, JobEvent::Replayed, "operator")
+        .await
+        .unwrap();
     let item = l.job("run-1", &m.job_id).await.unwrap().unwrap();
     assert_eq!((item.state.as_str(), item.replays), ("queued", 1));
     assert!(matches!(l.start_job(&m, "w2").await.unwrap(), Start::Go(3)));
@@ -115,7 +128,7 @@ async fn a_failure_then_a_success_clears_the_reason_and_a_dead_job_can_be_replay
         .await
         .unwrap());
     let item = l.job("run-1", &m.job_id).await.unwrap().unwrap();
-    assert_eq!(item.state, "succeeded");
+    assert_eq!(item.state, JobState::Succeeded);
     assert_eq!(item.error_class, None, "a success clears the old reason");
     let history = events(&l.job_history(&m.job_id).await.unwrap());
     assert_eq!(history, ["failed", "dead", "replayed", "succeeded"]);
@@ -128,20 +141,20 @@ async fn a_release_only_puts_back_a_job_that_is_still_running() {
     let m = job("v3");
     l.queue_jobs(std::slice::from_ref(&m)).await.unwrap();
     l.start_job(&m, "w1").await.unwrap();
-    l.requeue_job(&m, "released", "w1").await.unwrap();
+    l.requeue_job(&m, JobEvent::Released, "w1").await.unwrap();
     assert_eq!(
         l.job("run-1", &m.job_id).await.unwrap().unwrap().state,
-        "queued"
+        JobState::Queued
     );
     l.start_job(&m, "w2").await.unwrap();
     l.finish_job(&m, "w2", &finish("succeeded", 2))
         .await
         .unwrap();
     // A late release from the first worker must not undo the success.
-    l.requeue_job(&m, "released", "w1").await.unwrap();
+    l.requeue_job(&m, JobEvent::Released, "w1").await.unwrap();
     assert_eq!(
         l.job("run-1", &m.job_id).await.unwrap().unwrap().state,
-        "succeeded"
+        JobState::Succeeded
     );
     let history = events(&l.job_history(&m.job_id).await.unwrap());
     assert_eq!(history, ["released", "succeeded"]);

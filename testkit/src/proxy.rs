@@ -1,6 +1,10 @@
 //! A counting, fault-injecting HTTP proxy for one upstream registry. Every request is recorded
-//! (method and path); faults are injected by request number so retries see fresh draws:
-//! connection resets, 500s, 429 with `Retry-After: 1`, and corrupted blob bodies.
+//! (method and path); each fault hits a request with probability 1/n, drawn from a seeded
+//! generator, so retries see fresh draws and no retry period can line up with the fault pattern
+//! (a fixed "every n-th request" rule failed one lone retry loop on every try when its requests
+//! kept landing on multiples of n):
+//! connection resets, 500s, 429 with `Retry-After: 1`, corrupted or always-failing blob GETs, and
+//! slow blob GETs.
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -10,7 +14,7 @@ use hyper::{Request, Response};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Which faults to inject. `0` disables one; `n` hits every n-th request.
+/// Which faults to inject. `0` disables one; `n` hits one request in n on average (`1`: all).
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// Close the connection without answering.
@@ -21,6 +25,8 @@ pub struct Faults {
     pub throttle_every: u64,
     /// Flip one byte in every blob GET body (same length: only a digest check can tell).
     pub corrupt_blobs: bool,
+    /// Answer every blob GET with 500 (a source that can never serve a layer).
+    pub fail_blob_gets: bool,
     /// Hold every blob GET this long before answering, so a copy is surely in flight for a
     /// while (kill and drain tests).
     pub blob_delay: std::time::Duration,
@@ -30,7 +36,8 @@ struct State {
     upstream: String,
     own: String,
     faults: Mutex<Faults>,
-    n: AtomicU64,
+    injected: AtomicU64,
+    rng: Mutex<fastrand::Rng>,
     seen: Mutex<Vec<(String, String)>>,
     client: reqwest::Client,
 }
@@ -59,7 +66,6 @@ fn full(status: u16, headers: &[(&str, &str)]) -> Response<Body> {
 }
 
 async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>, std::io::Error> {
-    let n = st.n.fetch_add(1, Ordering::SeqCst) + 1;
     let method = req.method().clone();
     let pq = req
         .uri()
@@ -71,7 +77,13 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
         .unwrap()
         .push((method.to_string(), pq.clone()));
     let faults = st.faults.lock().unwrap().clone();
-    let hit = |every: u64| every > 0 && n % every == 0;
+    let hit = |every: u64| {
+        let hit = every > 0 && st.rng.lock().unwrap().u64(..every) == 0;
+        if hit {
+            st.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    };
     if hit(faults.reset_every) {
         return Err(std::io::Error::other("injected connection reset"));
     }
@@ -82,6 +94,9 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
         return Ok(full(429, &[("retry-after", "1")]));
     }
     let blob_get = method == hyper::Method::GET && pq.contains("/blobs/sha256:");
+    if blob_get && faults.fail_blob_gets {
+        return Ok(full(500, &[]));
+    }
     if blob_get && !faults.blob_delay.is_zero() {
         tokio::time::sleep(faults.blob_delay).await;
     }
@@ -142,7 +157,8 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             own: format!("http://127.0.0.1:{port}"),
             faults: Mutex::new(faults),
-            n: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            rng: Mutex::new(fastrand::Rng::with_seed(0x5eed_fa17)),
             seen: Mutex::new(Vec::new()),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -175,6 +191,11 @@ impl Proxy {
             .iter()
             .filter(|(_, p)| p.contains("/blobs/"))
             .count()
+    }
+
+    /// Faults injected so far (resets, 500s, 429s).
+    pub fn injected(&self) -> u64 {
+        self.state.injected.load(Ordering::Relaxed)
     }
 
     /// Changes the faults from now on.

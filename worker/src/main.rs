@@ -3,13 +3,12 @@
 //! shutdown. Exit 0 after a clean stop (drained or released), 2 when it cannot start.
 
 use clap::Parser;
+use ecr_sync::aws::Aws;
+use ecr_sync::console::{exit, init_logging, shutdown_signal, LogFormat};
 use ecr_sync::fleet::ledger::FleetLedger;
 use ecr_sync::fleet::queue::Queue;
 use ecr_sync::fleet::worker::{self, WorkerOptions};
-use ecr_sync::fleet::{aws_config, dynamodb_client, sqs_client};
 use ecr_sync::retry::RetryPolicy;
-use ecr_sync_planner::cli::LogFormat;
-use ecr_sync_planner::{exit, init_logging};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,8 +35,9 @@ struct Args {
     /// the ECS stopTimeout).
     #[arg(long, env = "ECR_SYNC_DRAIN_SECONDS", default_value_t = worker::DEFAULT_DRAIN.as_secs())]
     drain_seconds: u64,
-    /// Seconds a job may run before it counts as a (transient) failure.
-    #[arg(long, default_value_t = worker::DEFAULT_JOB_DEADLINE.as_secs())]
+    /// Seconds a job may run before it counts as a (transient) failure (the module sets it from
+    /// worker_job_deadline_seconds; the queue's visibility timeout covers it).
+    #[arg(long, env = "ECR_SYNC_JOB_DEADLINE_SECONDS", default_value_t = worker::DEFAULT_JOB_DEADLINE.as_secs())]
     job_deadline_seconds: u64,
     /// Seconds a received message stays invisible; a heartbeat extends it every third of that.
     #[arg(long, default_value_t = worker::DEFAULT_VISIBILITY_SECONDS, value_parser = clap::value_parser!(u32).range(3..=43200))]
@@ -59,8 +59,8 @@ struct Args {
     /// SIGTERM).
     #[arg(long)]
     exit_when_idle: Option<u64>,
-    /// Log format on stderr.
-    #[arg(long, env = "ECR_SYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "ECR_SYNC_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
@@ -87,26 +87,16 @@ async fn main() -> ExitCode {
         max_messages: None,
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
     };
-    let sdk = aws_config().await;
-    let sqs = sqs_client(&sdk);
+    let aws = Aws::new();
+    let sqs = aws.sqs().await;
     let queue = Queue::new(sqs.clone(), &args.queue_url);
     let dlq = args.dlq_url.as_deref().map(|u| Queue::new(sqs, u));
-    let ledger = FleetLedger::new(dynamodb_client(&sdk), &args.ledger_table);
-    match worker::run(opts, queue, dlq, ledger, shutdown()).await {
+    let ledger = FleetLedger::new(aws.dynamodb().await, &args.ledger_table);
+    match worker::run(opts, aws, queue, dlq, ledger, shutdown_signal()).await {
         Ok(_) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(exit::USAGE)
         }
-    }
-}
-
-/// Resolves on SIGTERM (ECS stopping the task) or Ctrl-C.
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
     }
 }

@@ -9,7 +9,7 @@ pub use ecr_sync_testkit::{
     moto::MotoProcess, proxy, registry::RegistryOpts, registry::RegistryProcess, seed, token,
 };
 
-/// The result of one `ecr-sync-planner` run.
+/// The result of one `ecr-sync` run.
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -39,7 +39,7 @@ impl Workdir {
         p
     }
 
-    /// Runs `ecr-sync-planner sync --config … --report … --ledger …` plus `extra` args.
+    /// Runs `ecr-sync sync --config … --report … --ledger …` plus `extra` args.
     pub fn sync(&self, config: &Value, extra: &[&str], env: &[(String, String)]) -> Run {
         let cfg = self.write_config(config);
         let report = self.path("report.json");
@@ -62,13 +62,13 @@ impl Workdir {
 
 /// Runs the planner binary with `args` and extra environment.
 pub fn planner(args: &[String], env: &[(String, String)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sync-planner"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ecr-sync"))
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("ECR_SYNC_FAST_RETRY", "1")
         .env_remove("AWS_PROFILE")
         .output()
-        .expect("run ecr-sync-planner");
+        .expect("run ecr-sync");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),

@@ -2,7 +2,8 @@
 //!
 //! Validation runs in two phases, ripgrep style: the text is parsed into a `serde_json::Value`,
 //! then a hand-written walk over it and reports **every** problem at once, each with its JSON path
-//! and the bad value ([`ConfigError`]). [`load`] reads a config from a file or from S3.
+//! and the bad value ([`ConfigError`]). It parses text and does no I/O: [`crate::config_source`]
+//! reads a config from a file or from S3.
 //!
 //! # Schema
 //! ```json
@@ -34,7 +35,6 @@
 //!   come in pairs.
 
 mod error;
-mod load;
 mod names;
 mod raw;
 mod registries;
@@ -46,7 +46,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrorKind, Problem};
-pub use load::{load, load_versioned};
 pub use names::{is_ecr_host, EcrHost, MAX_REPOSITORY_PATH_LEN};
 
 use crate::tag_filter::TagFilter;

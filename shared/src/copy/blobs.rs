@@ -9,7 +9,7 @@
 use super::CopyError;
 use crate::digest::{Digest, Sha256Stream};
 use crate::manifest::Descriptor;
-use crate::registry::{ErrorKind, Mount, Registry, RegistryError};
+use crate::registry::{ByteStream, ErrorKind, Mount, Registry, RegistryError};
 use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
 
 /// One operation that others needing the same result wait for instead of repeating.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -145,7 +146,14 @@ impl BlobMover {
                     let _ = rx.changed().await;
                 }
                 Next::Mount(from, _guard) => {
-                    let moved = match dst.start_upload(dst_repo, Some((digest, &from))).await? {
+                    // The mount request's own retry layer (the transfer below has its own).
+                    let mount = self
+                        .retry
+                        .run("blob mount", || {
+                            dst.start_upload(dst_repo, Some((digest, from.as_str())))
+                        })
+                        .await?;
+                    let moved = match mount {
                         Mount::Mounted => 0,
                         // The registry declined the mount (ECR without mounting enabled, say):
                         // use the session it opened to upload.
@@ -171,7 +179,12 @@ impl BlobMover {
         }
     }
 
-    /// Streams the blob from source to destination, retrying transient failures from the start.
+    /// Streams the blob from source to destination. This is the transfer's one retry layer:
+    /// the registry calls inside it try once each, and a failed step is tried again here —
+    /// opening the upload session, or the GET (the session is kept: nothing was sent) — or, when
+    /// the PUT or the body broke, the stream starts over in a new session. All steps share one
+    /// budget of [`RetryPolicy::transfer_retries`] failures with the policy's backoff, so a
+    /// blob the source never serves is fetched at most `transfer_retries + 1` times.
     async fn transfer(
         &self,
         src: &Registry,
@@ -186,23 +199,37 @@ impl BlobMover {
             .acquire()
             .await
             .expect("semaphore never closed");
-        let first_location = Mutex::new(location);
         let span = tracing::debug_span!("blob", digest = %blob.digest.short(), size = blob.size);
-        let _enter = span.enter();
-        self.retry
-            .run("blob transfer", || async {
-                let taken = first_location.lock().unwrap().take();
-                let location = match taken {
+        let mut budget = self.retry.transfer_backoff();
+        let mut session = location;
+        async {
+            loop {
+                let location = match session.take() {
                     Some(l) => l,
-                    None => match dst.start_upload(dst_repo, None).await? {
-                        Mount::Upload(l) => l,
-                        Mount::Mounted => return Ok(0),
+                    None => match dst.start_upload(dst_repo, None).await {
+                        Ok(Mount::Upload(l)) => l,
+                        Ok(Mount::Mounted) => return Ok(0),
+                        Err(e) => {
+                            self.retry
+                                .wait_or_give_up(&mut budget, CopyError::from(e))
+                                .await?;
+                            continue;
+                        }
                     },
                 };
-                let resp = src.get_blob(src_repo, &blob.digest).await?;
+                let source = match src.get_blob(src_repo, &blob.digest).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        session = Some(location);
+                        self.retry
+                            .wait_or_give_up(&mut budget, CopyError::from(e))
+                            .await?;
+                        continue;
+                    }
+                };
                 let verdict = Arc::new(Mutex::new(None));
                 let body = Verifying {
-                    inner: Box::pin(resp.bytes_stream()),
+                    inner: source,
                     hasher: Some(Sha256Stream::new()),
                     seen: 0,
                     expected: blob.digest.clone(),
@@ -211,22 +238,19 @@ impl BlobMover {
                     progress: self.bytes.clone(),
                 };
                 let sent = dst
-                    .put_blob(
-                        dst_repo,
-                        &location,
-                        &blob.digest,
-                        blob.size,
-                        reqwest::Body::wrap_stream(body),
-                    )
+                    .put_blob(dst_repo, &location, &blob.digest, blob.size, Box::pin(body))
                     .await;
                 let verdict = verdict.lock().unwrap().take();
-                match (sent, verdict) {
-                    (Ok(()), None) => Ok(blob.size),
-                    (_, Some(v)) => Err(v.into_error(src, src_repo, &blob.digest)),
-                    (Err(e), None) => Err(CopyError::Registry(e)),
-                }
-            })
-            .await
+                let failure = match (sent, verdict) {
+                    (Ok(()), None) => return Ok(blob.size),
+                    (_, Some(v)) => v.into_error(src, src_repo, &blob.digest),
+                    (Err(e), None) => CopyError::Registry(e),
+                };
+                self.retry.wait_or_give_up(&mut budget, failure).await?;
+            }
+        }
+        .instrument(span)
+        .await
     }
 }
 
@@ -259,7 +283,7 @@ impl Verdict {
 /// The source body, hashed and counted as it passes; ends in an error (failing the PUT) when the
 /// source breaks or the bytes do not match the digest and size.
 struct Verifying {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    inner: ByteStream,
     hasher: Option<Sha256Stream>,
     seen: u64,
     expected: Digest,
@@ -269,19 +293,23 @@ struct Verifying {
 }
 
 impl Verifying {
-    fn fail(&mut self, v: Verdict) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+    fn fail(&mut self, v: Verdict) -> Poll<Option<Result<Bytes, RegistryError>>> {
         let msg = match &v {
             Verdict::Source(m) => m.clone(),
             Verdict::Mismatch { actual } => format!("digest mismatch: got {actual}"),
         };
         *self.verdict.lock().unwrap() = Some(v);
         self.hasher = None;
-        Poll::Ready(Some(Err(std::io::Error::other(msg))))
+        Poll::Ready(Some(Err(RegistryError {
+            op: "stream blob",
+            url: self.expected.to_string(),
+            kind: ErrorKind::Transport(msg),
+        })))
     }
 }
 
 impl Stream for Verifying {
-    type Item = Result<Bytes, std::io::Error>;
+    type Item = Result<Bytes, RegistryError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.hasher.is_none() {
@@ -310,7 +338,7 @@ impl Stream for Verifying {
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(e))) => self.fail(Verdict::Source(e.to_string())),
+            Poll::Ready(Some(Err(e))) => self.fail(Verdict::Source(e.kind.to_string())),
             Poll::Ready(None) => {
                 // Only reached with fewer bytes than the descriptor's size (or a zero-size blob).
                 let actual = self.hasher.take().expect("checked above").finish();

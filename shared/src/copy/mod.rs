@@ -11,6 +11,7 @@ pub use decide::{decide, Decision};
 use crate::manifest::{self, Contents, ManifestError};
 use crate::registry::{Manifest, Registry, RegistryError};
 use crate::retry::Transient;
+use crate::vocab::ErrorClass;
 use std::time::Duration;
 
 /// Why a copy failed.
@@ -38,14 +39,13 @@ pub enum CopyError {
 }
 
 impl CopyError {
-    /// A stable class for the ledger and reports: `transient`, `auth`, `not_found`,
-    /// `digest_mismatch`, `immutable_tag`, `unsupported`, …
-    pub fn class(&self) -> &'static str {
+    /// The failure class for the ledger and reports.
+    pub fn class(&self) -> ErrorClass {
         match self {
             CopyError::Registry(e) => e.kind.class(),
-            CopyError::Manifest(_) => "unsupported",
-            CopyError::ImmutableTag { .. } => "immutable_tag",
-            CopyError::MissingChild(_) => "not_found",
+            CopyError::Manifest(_) => ErrorClass::Unsupported,
+            CopyError::ImmutableTag { .. } => ErrorClass::ImmutableTag,
+            CopyError::MissingChild(_) => ErrorClass::NotFound,
         }
     }
 }

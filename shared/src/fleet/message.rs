@@ -11,11 +11,11 @@
 //!  "immutable_tags": true, "probe": false}
 //! ```
 //! `probe` says the destination repository already held tags when planned, so blobs are checked
-//! before they are sent. Unknown fields are errors: a message that does not parse goes to the
+//! before they are sent ([`PlannedJob::dst_may_hold_blobs`]). Unknown fields are errors: a message that does not parse goes to the
 //! dead-letter queue with the reason instead of being half-understood.
 
 use crate::digest::Digest;
-use crate::job::CopyJob;
+use crate::job::{CopyJob, Destination, PlannedJob};
 use serde::{Deserialize, Serialize};
 
 /// The message format version this build writes and reads.
@@ -62,13 +62,15 @@ pub struct JobMessage {
     /// Whether the destination repository's tags are immutable.
     pub immutable_tags: bool,
     /// Whether the destination repository held tags when planned (check blobs before sending).
-    #[serde(default)]
-    pub probe: bool,
+    /// Spelled `probe` on the wire.
+    #[serde(default, rename = "probe")]
+    pub dst_may_hold_blobs: bool,
 }
 
 impl JobMessage {
-    /// The message for `job` (which must have its source digest) in `run_id`.
-    pub fn new(run_id: &str, job: &CopyJob, immutable_tags: bool, probe: bool) -> JobMessage {
+    /// The message for `planned` (whose source digest is set) in `run_id`.
+    pub fn new(run_id: &str, planned: &PlannedJob) -> JobMessage {
+        let job = &planned.job;
         JobMessage {
             v: MESSAGE_VERSION,
             job_id: job.id(),
@@ -87,8 +89,8 @@ impl JobMessage {
                 registry: job.destination_registry.clone(),
                 repository: job.destination_repo.clone(),
             },
-            immutable_tags,
-            probe,
+            immutable_tags: planned.immutable_tags,
+            dst_may_hold_blobs: planned.dst_may_hold_blobs,
         }
     }
 
@@ -101,6 +103,18 @@ impl JobMessage {
             source_digest: Digest::parse(&self.source.digest).ok(),
             destination_registry: self.destination.registry.clone(),
             destination_repo: self.destination.repository.clone(),
+        }
+    }
+
+    /// The job to run. The destination is asked again (the message may be old); a redelivered
+    /// job may have left blobs behind, so they are checked before they are sent.
+    pub fn planned(&self, redelivered: bool) -> PlannedJob {
+        PlannedJob {
+            job: self.job(),
+            immutable_tags: self.immutable_tags,
+            dst_may_hold_blobs: self.dst_may_hold_blobs || redelivered,
+            destination: Destination::Unchecked,
+            manifest: None,
         }
     }
 
@@ -258,9 +272,20 @@ mod tests {
         }
     }
 
+    fn message(run_id: &str) -> JobMessage {
+        let planned = PlannedJob {
+            job: job(),
+            immutable_tags: true,
+            dst_may_hold_blobs: false,
+            destination: Destination::Absent,
+            manifest: None,
+        };
+        JobMessage::new(run_id, &planned)
+    }
+
     #[test]
     fn job_messages_round_trip_and_stay_small() {
-        let m = JobMessage::new("run-1", &job(), true, false);
+        let m = message("run-1");
         let body = m.to_json();
         assert!(body.len() < 600, "{body}");
         assert_eq!(Incoming::parse(&body).unwrap(), Incoming::Job(m.clone()));
@@ -269,7 +294,7 @@ mod tests {
 
     #[test]
     fn bad_job_messages_say_what_is_wrong() {
-        let good = serde_json::to_value(JobMessage::new("r", &job(), true, false)).unwrap();
+        let good = serde_json::to_value(message("r")).unwrap();
         let cases = [
             ("v", serde_json::json!(2), "unsupported message version 2"),
             ("extra", serde_json::json!(1), "unknown field `extra`"),

@@ -5,6 +5,7 @@
 //! Metrics, by `Outcome` (`succeeded`, `skipped`, `failed`, `dead`, `released`): `Jobs` (count),
 //! `Bytes` (bytes), `JobDuration` (milliseconds).
 
+use crate::vocab::JobEvent;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const NAMESPACE: &str = "ecr-sync";
 
 /// The EMF line for one finished job.
-pub fn job_line(outcome: &str, bytes: u64, duration_ms: u64, run_id: &str, job_id: &str) -> String {
+pub fn job_line(
+    outcome: JobEvent,
+    bytes: u64,
+    duration_ms: u64,
+    run_id: &str,
+    job_id: &str,
+) -> String {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -30,7 +37,7 @@ pub fn job_line(outcome: &str, bytes: u64, duration_ms: u64, run_id: &str, job_i
                 ],
             }],
         },
-        "Outcome": outcome,
+        "Outcome": outcome.as_str(),
         "Jobs": 1,
         "Bytes": bytes,
         "JobDuration": duration_ms,
@@ -41,7 +48,7 @@ pub fn job_line(outcome: &str, bytes: u64, duration_ms: u64, run_id: &str, job_i
 }
 
 /// Writes the EMF line for one finished job to stdout.
-pub fn emit_job(outcome: &str, bytes: u64, duration_ms: u64, run_id: &str, job_id: &str) {
+pub fn emit_job(outcome: JobEvent, bytes: u64, duration_ms: u64, run_id: &str, job_id: &str) {
     let line = job_line(outcome, bytes, duration_ms, run_id, job_id);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -54,7 +61,7 @@ mod tests {
     #[test]
     fn lines_follow_the_emf_shape() {
         let v: serde_json::Value =
-            serde_json::from_str(&job_line("succeeded", 42, 7, "r", "j")).unwrap();
+            serde_json::from_str(&job_line(JobEvent::Succeeded, 42, 7, "r", "j")).unwrap();
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], NAMESPACE);
         assert_eq!(directive["Dimensions"][0][0], "Outcome");

@@ -2,9 +2,11 @@
 //! and replaying dead-lettered jobs onto the jobs queue (by hand, message by message, so it works
 //! where `StartMessageMoveTask` does not exist).
 
-use super::ledger::{FleetLedger, JobItem, RepoRecord, RunRecord, TableError};
+use super::ledger::{FleetJob, FleetLedger, HistoryEntry, RunRecord, TableError};
 use super::message::{Incoming, JobMessage};
 use super::queue::{Queue, QueueError, Received, ATTR_ERROR, ATTR_ERROR_CLASS};
+use crate::plan::RepoPlan;
+use crate::vocab::{ErrorClass, JobEvent, JobState, RepoEvent};
 use std::collections::BTreeMap;
 
 /// How many dead-lettered messages one command reads at most.
@@ -25,7 +27,7 @@ pub enum OpsError {
     #[error("no run {0} in the ledger")]
     NoRun(String),
     /// The ledger holds no run at all.
-    #[error("the ledger has no runs yet: run `ecr-sync-planner plan` first")]
+    #[error("the ledger has no runs yet: run `ecr-sync plan` first")]
     NoRuns,
 }
 
@@ -35,15 +37,15 @@ pub struct RunStatus {
     /// The run.
     pub run: RunRecord,
     /// Jobs by state.
-    pub states: BTreeMap<String, u64>,
+    pub states: BTreeMap<JobState, u64>,
     /// Bytes copied.
     pub bytes: u64,
     /// The slowest finished jobs (at most 5).
-    pub slowest: Vec<JobItem>,
+    pub slowest: Vec<FleetJob>,
     /// Jobs that failed or are dead, with reasons.
-    pub failed: Vec<JobItem>,
+    pub failed: Vec<FleetJob>,
     /// Repositories that were skipped or failed at planning.
-    pub repositories: Vec<RepoRecord>,
+    pub repositories: Vec<RepoPlan>,
 }
 
 /// The status of run `run_id` (the latest when `None`).
@@ -55,15 +57,15 @@ pub async fn status(ledger: &FleetLedger, run_id: Option<&str>) -> Result<RunSta
     let (repos, mut jobs) = ledger.run_contents(&run.run_id).await?;
     let mut states = BTreeMap::new();
     for j in &jobs {
-        *states.entry(j.state.clone()).or_insert(0) += 1;
+        *states.entry(j.state).or_insert(0) += 1;
     }
     let bytes = jobs.iter().map(|j| j.bytes).sum();
     let failed = jobs
         .iter()
-        .filter(|j| j.state == "failed" || j.state == "dead")
+        .filter(|j| matches!(j.state, JobState::Failed | JobState::Dead))
         .cloned()
         .collect();
-    jobs.retain(|j| j.state == "succeeded");
+    jobs.retain(|j| j.state == JobState::Succeeded);
     jobs.sort_by_key(|j| std::cmp::Reverse(j.duration_ms));
     jobs.truncate(5);
     Ok(RunStatus {
@@ -74,7 +76,7 @@ pub async fn status(ledger: &FleetLedger, run_id: Option<&str>) -> Result<RunSta
         failed,
         repositories: repos
             .into_iter()
-            .filter(|r| r.event == "failed" || r.event == "skipped")
+            .filter(|r| matches!(r.event, Some(RepoEvent::Failed | RepoEvent::Skipped)))
             .collect(),
     })
 }
@@ -93,11 +95,11 @@ pub struct DeadLetter {
     /// `host/repo` at the destination.
     pub destination: Option<String>,
     /// Error class (ledger, else the message attribute).
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Reason (ledger, else the message attribute).
     pub reason: Option<String>,
     /// Ledger state of the job.
-    pub state: Option<String>,
+    pub state: Option<JobState>,
     /// Attempts recorded.
     pub attempts: u64,
     /// Why the body is not a job message, when it is not.
@@ -111,7 +113,10 @@ async fn describe(ledger: &FleetLedger, m: &Received) -> Result<DeadLetter, OpsE
         run_id: None,
         source: None,
         destination: None,
-        error_class: m.attributes.get(ATTR_ERROR_CLASS).cloned(),
+        error_class: m
+            .attributes
+            .get(ATTR_ERROR_CLASS)
+            .and_then(|c| c.parse().ok()),
         reason: m.attributes.get(ATTR_ERROR).cloned(),
         state: None,
         attempts: 0,
@@ -167,7 +172,7 @@ pub enum Selection {
     /// These job ids.
     Jobs(Vec<String>),
     /// Jobs whose error class is this.
-    ErrorClass(String),
+    ErrorClass(ErrorClass),
 }
 
 /// What a replay did.
@@ -209,9 +214,9 @@ pub async fn dlq_replay(
                 continue;
             }
             queue.send(&job.to_json(), &[]).await?;
-            ledger.requeue_job(&job, "replayed", who).await?;
+            ledger.requeue_job(&job, JobEvent::Replayed, who).await?;
             dlq.delete(&m.receipt).await?;
-            tracing::info!(job_id = %job.job_id, run_id = %job.run_id, "replayed");
+            tracing::info!(job_id = %job.job_id, run_id = %job.run_id, "job replayed to the jobs queue");
             report.replayed.push(job.job_id);
         }
         Ok::<_, OpsError>(())
@@ -242,10 +247,12 @@ async fn selected(
                 Some(item) => item.error_class,
                 None => None,
             };
-            recorded
-                .or_else(|| m.attributes.get(ATTR_ERROR_CLASS).cloned())
-                .as_deref()
-                == Some(class.as_str())
+            let attribute = || {
+                m.attributes
+                    .get(ATTR_ERROR_CLASS)
+                    .and_then(|c| c.parse().ok())
+            };
+            recorded.or_else(attribute) == Some(*class)
         }
     })
 }
@@ -254,7 +261,7 @@ async fn selected(
 pub async fn job_show(
     ledger: &FleetLedger,
     job_id: &str,
-) -> Result<(Vec<JobItem>, Vec<super::ledger::JobEvent>), OpsError> {
+) -> Result<(Vec<FleetJob>, Vec<HistoryEntry>), OpsError> {
     Ok((
         ledger.job_runs(job_id).await?,
         ledger.job_history(job_id).await?,

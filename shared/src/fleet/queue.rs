@@ -4,7 +4,8 @@
 //!
 //! `AWS_ENDPOINT_URL_SQS` is honoured by the SDK, which is how tests point this at moto.
 
-use crate::aws_error::describe;
+use crate::aws::describe;
+use crate::vocab::ErrorClass;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
@@ -29,6 +30,8 @@ pub const ATTR_ERROR: &str = "ecr_sync_error";
 #[derive(Debug, thiserror::Error)]
 #[error("SQS {op} on {queue}: {message}")]
 pub struct QueueError {
+    /// The failure class.
+    pub class: ErrorClass,
     /// The API operation.
     pub op: &'static str,
     /// The queue URL (or name).
@@ -79,6 +82,7 @@ impl Queue {
         R: std::fmt::Debug,
     {
         QueueError {
+            class: ErrorClass::of_sdk(&e),
             op,
             queue: self.url.clone(),
             message: describe(&e),
@@ -124,6 +128,7 @@ impl Queue {
             let failed: Vec<_> = out.failed().to_vec();
             if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
                 return Err(QueueError {
+                    class: ErrorClass::Rejected,
                     op: "SendMessageBatch",
                     queue: self.url.clone(),
                     message: format!(
@@ -143,6 +148,7 @@ impl Queue {
             }
         }
         Err(QueueError {
+            class: ErrorClass::Transient,
             op: "SendMessageBatch",
             queue: self.url.clone(),
             message: format!(
@@ -399,9 +405,10 @@ impl Queue {
     }
 }
 
-/// Creates (or finds) the jobs queue `<name>-jobs` and its dead-letter queue `<name>-dlq` with a
-/// redrive policy of `max_receive_count`. Returns (jobs URL, DLQ URL). `CreateQueue` is
-/// idempotent for equal attributes; the redrive policy is set again on existing queues.
+/// Creates (or finds) the jobs queue `<name>-jobs` and its dead-letter queue `<name>-jobs-dlq`
+/// (the Terraform module's names) with a redrive policy of `max_receive_count`. Returns (jobs
+/// URL, DLQ URL). `CreateQueue` is idempotent for equal attributes; the redrive policy is set
+/// again on existing queues.
 pub async fn bootstrap_queues(
     client: &aws_sdk_sqs::Client,
     name: &str,
@@ -409,11 +416,12 @@ pub async fn bootstrap_queues(
     visibility_seconds: u32,
 ) -> Result<(String, String), QueueError> {
     let err = |op, queue: &str, message: String| QueueError {
+        class: ErrorClass::Rejected,
         op,
         queue: queue.to_string(),
         message,
     };
-    let dlq_name = format!("{name}-dlq");
+    let dlq_name = format!("{name}-jobs-dlq");
     let dlq = client
         .create_queue()
         .queue_name(&dlq_name)

@@ -1,9 +1,11 @@
 //! Registry authentication: the `WWW-Authenticate` challenge, Basic credentials, the bearer-token
-//! flow (tokens cached per scope until shortly before they expire), and ECR tokens.
+//! flow (tokens cached per scope until shortly before they expire), and credentials that come
+//! from a [`TokenSource`] (ECR tokens, implemented next to the ECR API — this module knows no
+//! AWS).
 
 use super::error::{from_response, transport, ErrorKind, RegistryError};
-use crate::ecr::EcrTokens;
 use base64::Engine;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +21,17 @@ pub enum Credentials {
         /// The password or access token.
         password: String,
     },
-    /// ECR: Basic credentials from `GetAuthorizationToken`, refreshed before they expire.
-    Ecr(EcrTokens),
+    /// Basic credentials that change over time, from a token source (ECR's
+    /// `GetAuthorizationToken`); sent without waiting for a challenge.
+    Tokens(Arc<dyn TokenSource>),
+}
+
+/// Hands out Basic credentials that expire (ECR authorization tokens).
+pub trait TokenSource: Send + Sync {
+    /// Current credentials, fetching new ones when the cached ones are near their end.
+    fn basic(&self) -> BoxFuture<'_, Result<(String, String), RegistryError>>;
+    /// Forgets the cached credentials (the registry refused them).
+    fn invalidate(&self);
 }
 
 /// How a registry wants requests authorized, learned from its `/v2/` challenge.
@@ -117,7 +128,7 @@ impl Authorizer {
             Credentials::Basic { username, password } => {
                 Ok(Some((username.clone(), password.clone())))
             }
-            Credentials::Ecr(tokens) => tokens.basic().await.map(Some),
+            Credentials::Tokens(tokens) => tokens.basic().await.map(Some),
         }
     }
 
@@ -136,7 +147,7 @@ impl Authorizer {
     /// Drops cached tokens and ECR credentials after a 401, so the next try fetches fresh ones.
     pub(crate) fn invalidate(&self, scope: &str) {
         self.tokens.lock().unwrap().remove(scope);
-        if let Credentials::Ecr(t) = &self.credentials {
+        if let Credentials::Tokens(t) = &self.credentials {
             t.invalidate();
         }
     }

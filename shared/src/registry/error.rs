@@ -1,5 +1,6 @@
 //! Registry errors, each saying whether trying again can help.
 
+use crate::vocab::ErrorClass;
 use std::time::Duration;
 
 /// Something a registry operation could not do.
@@ -77,7 +78,7 @@ impl ErrorKind {
     pub fn is_retryable(&self) -> bool {
         match self {
             ErrorKind::Transport(_) => true,
-            ErrorKind::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            ErrorKind::Status { status, .. } => ErrorClass::of_http_status(*status).is_transient(),
             _ => false,
         }
     }
@@ -90,16 +91,19 @@ impl ErrorKind {
         }
     }
 
-    /// A short stable name for reports and the ledger (`transient`, `auth`, `not_found`, …).
-    pub fn class(&self) -> &'static str {
+    /// The failure class for reports and the ledger.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            k if k.is_retryable() => "transient",
-            ErrorKind::Unauthorized { .. } => "auth",
-            ErrorKind::NotFound { .. } => "not_found",
-            ErrorKind::DigestMismatch { .. } => "digest_mismatch",
-            ErrorKind::Status { code: Some(c), .. } if c == "DIGEST_INVALID" => "digest_mismatch",
-            ErrorKind::Protocol(_) => "protocol",
-            _ => "rejected",
+            k if k.is_retryable() => ErrorClass::Transient,
+            ErrorKind::Unauthorized { .. } => ErrorClass::Auth,
+            ErrorKind::NotFound { .. } => ErrorClass::NotFound,
+            ErrorKind::DigestMismatch { .. } => ErrorClass::DigestMismatch,
+            ErrorKind::Status { code: Some(c), .. } if c == "DIGEST_INVALID" => {
+                ErrorClass::DigestMismatch
+            }
+            ErrorKind::Protocol(_) => ErrorClass::Protocol,
+            ErrorKind::Status { status, .. } => ErrorClass::of_http_status(*status),
+            ErrorKind::Transport(_) => ErrorClass::Transient,
         }
     }
 }
@@ -219,9 +223,12 @@ mod tests {
                 actual: "b".into()
             }
             .class(),
-            "digest_mismatch"
+            ErrorClass::DigestMismatch
         );
-        assert_eq!(ErrorKind::Transport("reset".into()).class(), "transient");
+        assert_eq!(
+            ErrorKind::Transport("reset".into()).class(),
+            ErrorClass::Transient
+        );
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The OCI distribution API client: one [`Registry`] per registry host, holding its HTTP client
 //! (TLS settings, connection pool), its authorization state and its shared backoff gate.
 //!
-//! Every request goes through [`Registry::send`]: wait for the host's gate, authorize, send,
-//! classify, retry transient failures per the [`RetryPolicy`]. Blob bodies are streams and are
-//! retried a level up, by the copy engine, which restarts the whole transfer.
+//! Every request goes through one path: wait for the host's gate, authorize, send, classify.
+//! Standalone calls (manifests, tag lists, blob HEADs) retry transient failures per the
+//! [`RetryPolicy`]; the calls a blob transfer is made of (upload start or mount, blob GET, blob
+//! PUT) try once, because the copy engine retries the transfer as a whole — one retry layer per
+//! operation, so a failing blob is fetched at most `max_retries + 1` times. Blob bodies are
+//! [`ByteStream`]s: callers never see the HTTP client's types.
 
 mod auth;
 mod error;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, TokenSource};
 pub use error::{ErrorKind, RegistryError};
 
 use crate::digest::Digest;
@@ -16,11 +19,13 @@ use crate::manifest;
 use crate::retry::{RetryPolicy, Transient};
 use auth::{parse_challenge, Authorizer, Scheme};
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::header::{
     HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, LOCATION,
     WWW_AUTHENTICATE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -91,6 +96,9 @@ impl HostGate {
         }
     }
 }
+
+/// A blob body: chunks of bytes, or the error that cut it short.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
 
 /// What a mount attempt achieved.
 pub enum Mount {
@@ -214,7 +222,7 @@ impl Registry {
                 };
                 // ECR answers with a Basic challenge; credentials are sent proactively from now on.
                 let scheme = match (&self.auth.credentials, scheme) {
-                    (Credentials::Ecr(_), Scheme::None) => Scheme::Basic,
+                    (Credentials::Tokens(_), Scheme::None) => Scheme::Basic,
                     (_, s) => s,
                 };
                 Ok::<_, RegistryError>(Mutex::new(scheme))
@@ -463,7 +471,8 @@ impl Registry {
     }
 
     /// Opens an upload to `repo`, first asking the registry to mount the blob from `from` (another
-    /// repository of the same registry) when given.
+    /// repository of the same registry) when given. One try: it is part of a blob transfer (or
+    /// a mount) that the copy engine retries as a whole.
     pub async fn start_upload(
         &self,
         repo: &str,
@@ -483,8 +492,9 @@ impl Registry {
         };
         self.counts.blob.fetch_add(1, Ordering::Relaxed);
         let op = "POST upload";
+        self.ensure_scheme().await?;
         let resp = self
-            .send(op, &url, &scope, |c| {
+            .send_once(op, &url, &scope, &|c: &reqwest::Client| {
                 c.post(&url).header(CONTENT_LENGTH, "0")
             })
             .await?;
@@ -503,12 +513,21 @@ impl Registry {
         Ok(Mount::Upload(self.absolute(location)))
     }
 
-    /// Starts reading a blob; the caller streams the body.
-    pub async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<Response, RegistryError> {
+    /// Starts reading a blob and hands back its body. One try: the copy engine retries the
+    /// whole transfer.
+    pub async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<ByteStream, RegistryError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         self.counts.blob.fetch_add(1, Ordering::Relaxed);
-        self.send("GET blob", &url, &pull_scope(repo), |c| c.get(&url))
-            .await
+        let op = "GET blob";
+        self.ensure_scheme().await?;
+        let resp = self
+            .send_once(op, &url, &pull_scope(repo), &|c: &reqwest::Client| {
+                c.get(&url)
+            })
+            .await?;
+        Ok(Box::pin(resp.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| error::transport(op, &url, e))
+        })))
     }
 
     /// Completes an upload with the whole blob in one streamed PUT (ECR rejects chunks under 5 MB;
@@ -519,7 +538,7 @@ impl Registry {
         location: &str,
         digest: &Digest,
         size: u64,
-        body: reqwest::Body,
+        body: ByteStream,
     ) -> Result<(), RegistryError> {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
@@ -531,7 +550,7 @@ impl Registry {
             .request(Method::PUT, &url)
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
-            .body(body);
+            .body(reqwest::Body::wrap_stream(body));
         if let Some(h) = self.auth.header(&self.http, &push_scope(repo)).await? {
             req = req.header(AUTHORIZATION, h);
         }

@@ -1,35 +1,42 @@
-//! One-machine sync: expand the config into per-tag jobs and run them in this process, recording
-//! every outcome in the local ledger. The distributed worker reuses the same copy engine.
+//! One-machine sync: the fleet's job path in one process. The planning stream
+//! ([`crate::plan`]) sinks into a bounded in-process queue; N runners take jobs from it, run each
+//! through the [`Engine`], and record the outcome in the SQLite ledger, the report and the
+//! progress counters.
 //!
-//! Per repository: prepare the destination (create or skip it per `mode`), list the source's tags
-//! (ECR DescribeImages in bulk when allowed, else the registry API), filter by the globs, then per
-//! tag: resolve the source digest, compare with the destination, copy when they differ.
+//! Memory is bounded by the queue ([`QUEUE_PER_RUNNER`] jobs per runner), not by the plan: a
+//! repository with 100k tags is planned as fast as the runners take its jobs.
+//!
+//! Stopping: when `stop` resolves (SIGINT/SIGTERM in the binary), planning ends, runners start
+//! no new job, running copies get `stop_timeout` to finish, and the run is recorded
+//! `interrupted` with what finished.
 
 mod report;
 
-pub use crate::registries::Registries;
 pub use report::{
-    human_bytes, peak_rss_bytes, rfc3339, rfc3339_ms, JobReport, Outcome, Progress, RepoReport,
-    SyncReport,
+    human_bytes, peak_rss_bytes, JobReport, Outcome, Progress, RepoReport, SyncReport,
 };
 
-use crate::config::{Config, RepoSync};
-use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy};
-use crate::digest::Digest;
-use crate::job::{CopyJob, JobState};
+use crate::aws::Aws;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::job::{CopyJob, JobOutcome, PlannedJob, UP_TO_DATE};
 use crate::ledger::Ledger;
-use crate::registry::{Manifest, Registry};
+use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve};
 use crate::retry::RetryPolicy;
-use crate::scan::{DstTags, Scanner, REFRESH_SKIP};
+use crate::time::rfc3339;
+use crate::vocab::{JobState, RepoEvent, RunState};
 use futures_util::StreamExt;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
-use tokio::sync::Semaphore;
-use tracing::Instrument;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
 
-/// Repositories prepared and listed at once. Listing is cheap; the job limit bounds the real work.
-const REPO_PARALLELISM: usize = 4;
+/// Planned jobs waiting per runner: enough that a runner finishing a job finds the next one
+/// ready, few enough that memory does not grow with the plan.
+pub const QUEUE_PER_RUNNER: usize = 2;
+/// Default time running copies get to finish after a stop.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A run that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,228 +51,66 @@ pub enum SyncError {
 }
 
 /// Run options beyond the config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Plan only: read both sides, write nothing.
     pub dry_run: bool,
-    /// Overrides `concurrency.jobs`.
+    /// Runners (copy jobs at once); overrides `concurrency.jobs`.
     pub jobs: Option<usize>,
     /// Retry policy for registry requests and blob transfers.
     pub retry: RetryPolicy,
     /// Named in the ledger's run row (the config's location).
     pub config_source: String,
+    /// After a stop, how long running copies may take to finish before they are cut off.
+    pub stop_timeout: Duration,
 }
 
-struct Run<'a> {
-    config: &'a Config,
-    opts: &'a SyncOptions,
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            dry_run: false,
+            jobs: None,
+            retry: RetryPolicy::default(),
+            config_source: String::new(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// Where job outcomes go: report, ledger, progress, log.
+struct Recorder<'a> {
+    run_id: String,
     ledger: Option<&'a Ledger>,
     progress: &'a Progress,
-    run_id: String,
-    registries: Registries,
-    dst_host: String,
-    dst: Arc<Registry>,
-    blobs: BlobMover,
-    jobs: Semaphore,
-    job_limit: usize,
-    reports: Mutex<Vec<JobReport>>,
-    repos: Mutex<Vec<RepoReport>>,
+    jobs: Mutex<Vec<JobReport>>,
+    /// Jobs a runner took and has not finished.
+    running: AtomicU64,
 }
 
-/// Runs a sync of everything `config` selects. Fails only when the run cannot start; job
-/// failures are in the report.
-pub async fn run(
-    config: &Config,
-    opts: &SyncOptions,
-    ledger: Option<&Ledger>,
-    progress: &Progress,
-) -> Result<SyncReport, SyncError> {
-    let started = Instant::now();
-    let started_at = rfc3339(SystemTime::now());
-    let registries = Registries::new(config, opts.retry.clone());
-    let (dst_host, dst) = registries.prepare().await?;
-    let job_limit = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
-    let blobs = BlobMover::new(
-        config.concurrency.blobs,
-        opts.retry.clone(),
-        progress.bytes.clone(),
-    );
-    let run = Run {
-        config,
-        opts,
-        ledger: if opts.dry_run { None } else { ledger },
-        progress,
-        run_id: uuid::Uuid::new_v4().to_string(),
-        registries,
-        dst_host,
-        dst,
-        blobs,
-        jobs: Semaphore::new(job_limit),
-        job_limit,
-        reports: Mutex::new(Vec::new()),
-        repos: Mutex::new(Vec::new()),
-    };
-    if let Some(l) = run.ledger {
-        l.start_run(&run.run_id, &started_at, &opts.config_source)?;
-    }
-    tracing::info!(run_id = %run.run_id, destination = %run.dst_host, repos = config.repos.len(), dry_run = opts.dry_run, "sync started");
-
-    futures_util::stream::iter(&config.repos)
-        .for_each_concurrent(REPO_PARALLELISM, |repo| run.repo(repo))
-        .await;
-
-    let mut jobs = run.reports.into_inner().unwrap();
-    jobs.sort_by(|a, b| a.destination.cmp(&b.destination));
-    let count = |o: Outcome| jobs.iter().filter(|j| j.outcome == o).count() as u64;
-    let repositories = run.repos.into_inner().unwrap();
-    let failed_repos = repositories.iter().filter(|r| r.event == "failed").count() as u64;
-    let mut report = SyncReport {
-        run_id: run.run_id.clone(),
-        dry_run: opts.dry_run,
-        started_at,
-        duration_ms: started.elapsed().as_millis() as u64,
-        copied: count(Outcome::Copied),
-        skipped: count(Outcome::Skipped),
-        failed: count(Outcome::Failed) + failed_repos,
-        would_copy: count(Outcome::WouldCopy),
-        bytes: jobs.iter().map(|j| j.bytes).sum(),
-        requests: Default::default(),
-        blob_requests: Default::default(),
-        peak_rss_bytes: None,
-        repositories,
-        jobs,
-    };
-    for r in run.registries.all() {
-        report
-            .requests
-            .insert(r.host().to_string(), r.counts.total.load(Ordering::Relaxed));
-        report
-            .blob_requests
-            .insert(r.host().to_string(), r.counts.blob.load(Ordering::Relaxed));
-    }
-    if let Some(l) = run.ledger {
-        l.finish_run(
-            &run.run_id,
-            &rfc3339(SystemTime::now()),
-            report.copied,
-            report.skipped,
-            report.failed,
-            report.bytes,
-        )?;
-    }
-    report.peak_rss_bytes = peak_rss_bytes();
-    tracing::info!(run_id = %report.run_id, copied = report.copied, skipped = report.skipped, failed = report.failed, bytes = report.bytes, "sync finished");
-    Ok(report)
-}
-
-impl Run<'_> {
-    fn repo_event(&self, repo: &RepoSync, event: &str, reason: Option<String>) {
-        if event == "failed" {
-            self.progress.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(source = %repo.source_ref(), reason = reason.as_deref().unwrap_or(""), "repository failed");
-        } else {
-            tracing::info!(source = %repo.source_ref(), destination = %repo.destination, event, reason = reason.as_deref().unwrap_or(""), "repository");
-        }
-        self.repos.lock().unwrap().push(RepoReport {
-            source: repo.source_ref(),
-            destination: format!("{}/{}", self.dst_host, repo.destination),
-            event: event.to_string(),
-            reason,
-        });
-    }
-
-    async fn repo(&self, repo: &RepoSync) {
-        let span = tracing::info_span!("repo", src = %repo.source_ref(), dst = %repo.destination);
-        async {
-            let dest = match self.scanner().prepare_destination(repo).await {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    return self.repo_event(repo, "skipped", Some(REFRESH_SKIP.to_string()))
-                }
-                Err(reason) => return self.repo_event(repo, "failed", Some(reason)),
-            };
-            if let Some(event) = dest.event {
-                self.repo_event(repo, event, None);
-            }
-            let tags = match self.scanner().source_tags(repo).await {
-                Ok(t) => t,
-                Err(reason) => return self.repo_event(repo, "failed", Some(reason)),
-            };
-            self.progress
-                .planned
-                .fetch_add(tags.len() as u64, Ordering::Relaxed);
-            let src = match self.registries.get(&repo.source.registry).await {
-                Ok(s) => s,
-                Err(e) => return self.repo_event(repo, "failed", Some(e.to_string())),
-            };
-            let (dst_tags, immutable) = (dest.tags, dest.immutable);
-            futures_util::stream::iter(tags)
-                .for_each_concurrent(self.job_limit, |(tag, digest)| {
-                    let (src, dst_tags) = (&src, &dst_tags);
-                    async move {
-                        let _permit = self.jobs.acquire().await.expect("never closed");
-                        self.job(repo, src, tag, digest, dst_tags, immutable).await;
-                    }
-                })
-                .await;
-        }
-        .instrument(span)
-        .await
-    }
-
-    fn scanner(&self) -> Scanner<'_> {
-        Scanner {
-            config: self.config,
-            registries: &self.registries,
-            dst_host: &self.dst_host,
-            dst: &self.dst,
-            dry_run: self.opts.dry_run,
-        }
-    }
-
-    async fn job(
-        &self,
-        repo: &RepoSync,
-        src: &Registry,
-        tag: String,
-        hint: Option<Digest>,
-        dst_tags: &DstTags,
-        immutable: bool,
-    ) {
-        let started = Instant::now();
-        let mut job = CopyJob {
-            source_registry: repo.source.registry.clone(),
-            source_repo: repo.source.repository.clone(),
-            tag,
-            source_digest: hint,
-            destination_registry: self.dst_host.clone(),
-            destination_repo: repo.destination.clone(),
+impl Recorder<'_> {
+    fn finish(&self, job: &CopyJob, outcome: JobOutcome, duration_ms: u64) {
+        let (outcome, bytes, class, reason) = match outcome {
+            JobOutcome::Copied { bytes } => (Outcome::Copied, bytes, None, None),
+            JobOutcome::UpToDate => (Outcome::Skipped, 0, None, Some(UP_TO_DATE.to_string())),
+            JobOutcome::WouldCopy => (Outcome::WouldCopy, 0, None, None),
+            JobOutcome::Failed(e) => (Outcome::Failed, 0, Some(e.class), Some(e.reason)),
         };
-        let span = tracing::info_span!("job", src = %job.source_ref(), dst = %job.destination_ref(), job_id = tracing::field::Empty);
-        let result = self
-            .copy_tag(src, &mut job, dst_tags, immutable)
-            .instrument(span.clone())
-            .await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let (outcome, bytes, reason, class) = match result {
-            Ok(Done::Copied(bytes)) => (Outcome::Copied, bytes, None, None),
-            Ok(Done::UpToDate) => (Outcome::Skipped, 0, Some("up to date".to_string()), None),
-            Ok(Done::WouldCopy) => (Outcome::WouldCopy, 0, None, None),
-            Err(e) => (
-                Outcome::Failed,
-                0,
-                Some(e.to_string()),
-                Some(e.class().to_string()),
-            ),
-        };
-        let _enter = span.enter();
+        let (src, dst) = (job.source_ref(), job.destination_ref());
         match outcome {
-            Outcome::Failed => {
-                tracing::error!(job_id = %job.id(), error_class = class.as_deref(), reason = reason.as_deref(), "job failed")
-            }
-            _ => {
-                tracing::info!(job_id = %job.id(), outcome = ?outcome, bytes, duration_ms, "job done")
-            }
+            Outcome::Copied => tracing::info!(
+                bytes,
+                duration_ms,
+                "copied {src} -> {dst} ({}, {:.1}s)",
+                human_bytes(bytes),
+                duration_ms as f64 / 1000.0
+            ),
+            Outcome::Failed => tracing::error!(
+                error_class = class.map(|c| c.as_str()),
+                reason = reason.as_deref(),
+                "failed {src} -> {dst}"
+            ),
+            Outcome::WouldCopy => tracing::debug!("would copy {src} -> {dst}"),
+            Outcome::Skipped => tracing::debug!("up to date {dst}"),
         }
         if outcome == Outcome::Failed {
             self.progress.failed.fetch_add(1, Ordering::Relaxed);
@@ -278,23 +123,22 @@ impl Run<'_> {
                 Outcome::Failed => JobState::Failed,
             };
             let at = rfc3339(SystemTime::now());
-            if let Err(e) = l.record_job(
-                &self.run_id,
-                &job,
+            let record = crate::ledger::JobRow {
                 state,
                 bytes,
                 duration_ms,
-                class.as_deref(),
-                reason.as_deref(),
-                &at,
-            ) {
-                tracing::error!(error = %e, "could not record job in the ledger");
+                error_class: class,
+                reason: reason.as_deref(),
+                at: &at,
+            };
+            if let Err(e) = l.record_job(&self.run_id, job, &record) {
+                tracing::error!(error = %e, "could not record the job in the ledger");
             }
         }
-        self.reports.lock().unwrap().push(JobReport {
+        self.jobs.lock().unwrap().push(JobReport {
             job_id: job.id(),
-            source: job.source_ref(),
-            destination: job.destination_ref(),
+            source: src,
+            destination: dst,
             digest: job.source_digest.as_ref().map(|d| d.to_string()),
             outcome,
             reason,
@@ -303,70 +147,201 @@ impl Run<'_> {
             duration_ms,
         });
     }
+}
 
-    async fn copy_tag(
-        &self,
-        src: &Registry,
-        job: &mut CopyJob,
-        dst_tags: &DstTags,
-        immutable: bool,
-    ) -> Result<Done, CopyError> {
-        let src_repo = job.source_repo.clone();
-        let dst_repo = job.destination_repo.clone();
-        let tag = job.tag.clone();
-        // A GET (not a HEAD) on the source: a copy needs the body anyway, and a warm run then
-        // costs one source request per tag.
-        let mut manifest: Option<Manifest> = None;
-        let source_digest = match job.source_digest.clone() {
-            Some(d) => d,
-            None => {
-                let m = src.get_manifest(&src_repo, &tag).await?.ok_or_else(|| {
-                    CopyError::MissingChild(format!("{src_repo}:{tag} (tag removed while syncing)"))
-                })?;
-                let d = m.digest.clone();
-                manifest = Some(m);
-                d
+/// The in-process job queue: planned jobs wait here (bounded) for a runner; up-to-date and
+/// unresolvable tags are recorded at once.
+struct LocalQueue<'a> {
+    tx: mpsc::Sender<PlannedJob>,
+    recorder: &'a Recorder<'a>,
+}
+
+/// The runners stopped taking jobs (the run was interrupted).
+#[derive(Debug, thiserror::Error)]
+#[error("the run was stopped")]
+pub struct Stopped;
+
+impl JobSink for LocalQueue<'_> {
+    type Error = Stopped;
+    const CHUNK: usize = 1;
+
+    async fn put(&self, chunk: Vec<Planned>) -> Result<(), Stopped> {
+        for planned in chunk {
+            match planned {
+                Planned::Copy(job) => self.tx.send(job).await.map_err(|_| Stopped)?,
+                Planned::UpToDate(job) => self.recorder.finish(&job, JobOutcome::UpToDate, 0),
+                Planned::Failed(job, e) => self.recorder.finish(&job, JobOutcome::Failed(e), 0),
             }
-        };
-        job.source_digest = Some(source_digest.clone());
-        tracing::Span::current().record("job_id", job.id().as_str());
-        let dst_digest = self
-            .scanner()
-            .destination_digest(&dst_repo, dst_tags, &tag)
-            .await?;
-        match decide(&source_digest, dst_digest.as_ref(), immutable) {
-            Decision::UpToDate => return Ok(Done::UpToDate),
-            Decision::ImmutableConflict { existing } => {
-                return Err(CopyError::ImmutableTag {
-                    tag,
-                    existing: existing.to_string(),
-                    wanted: source_digest.to_string(),
-                })
-            }
-            Decision::Copy if self.opts.dry_run => return Ok(Done::WouldCopy),
-            Decision::Copy => {}
         }
-        let manifest = match manifest {
-            Some(m) => m,
-            None => src
-                .get_manifest(&src_repo, source_digest.as_str())
-                .await?
-                .ok_or_else(|| CopyError::MissingChild(source_digest.to_string()))?,
-        };
-        let copy = ImageCopy {
-            src,
-            src_repo: &src_repo,
-            dst: &self.dst,
-            dst_repo: &dst_repo,
-            probe: !dst_tags.is_empty(),
-            blobs: &self.blobs,
-        };
-        copy.run(&manifest, &tag).await.map(Done::Copied)
+        Ok(())
+    }
+
+    fn selected(&self, tags: usize) {
+        self.recorder
+            .progress
+            .planned
+            .fetch_add(tags as u64, Ordering::Relaxed);
     }
 }
 
-enum Done {
-    Copied(u64),
-    UpToDate,
-    WouldCopy,
+/// Runs a sync of everything `config` selects until done or until `stop` resolves. Fails only
+/// when the run cannot start; job failures are in the report.
+pub async fn run(
+    config: Config,
+    aws: Aws,
+    opts: &SyncOptions,
+    ledger: Option<&Ledger>,
+    progress: &Progress,
+    stop: impl Future<Output = ()>,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let started_at = rfc3339(SystemTime::now());
+    let runners = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
+    let engine = Engine::new(config, opts.retry.clone(), aws);
+    let (dst_host, dst) = engine.registries.prepare().await?;
+    let ledger = if opts.dry_run { None } else { ledger };
+    let recorder = Recorder {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        ledger,
+        progress,
+        jobs: Mutex::new(Vec::new()),
+        running: AtomicU64::new(0),
+    };
+    let run_id = recorder.run_id.clone();
+    if let Some(l) = ledger {
+        l.start_run(&run_id, &started_at, &opts.config_source)?;
+    }
+    tracing::info!(run_id = %run_id, destination = %dst_host, repos = engine.config.repos.len(), dry_run = opts.dry_run, "sync started");
+
+    let ctx = PlanContext {
+        config: &engine.config,
+        registries: &engine.registries,
+        dst_host: &dst_host,
+        dst: &dst,
+        resolve: Resolve::Get,
+        dry_run: opts.dry_run,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<PlannedJob>(runners * QUEUE_PER_RUNNER);
+    let planning = {
+        let (ctx, recorder, stopped) = (&ctx, &recorder, stopped());
+        async move {
+            let sink = LocalQueue { tx, recorder };
+            tokio::select! {
+                // The only sink error is the stop itself.
+                (plans, _) = plan::plan_all(ctx, &sink) => plans,
+                _ = stopped => Vec::new(),
+            }
+            // The sink (and with it the queue's sender) drops here: runners end when it drains.
+        }
+    };
+    let running = futures_util::stream::poll_fn(|cx| rx.poll_recv(cx))
+        .take_until(stopped())
+        .for_each_concurrent(runners, |job| {
+            let (engine, recorder) = (&engine, &recorder);
+            async move {
+                recorder.running.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let span = tracing::debug_span!("job", job_id = %job.job.id(), src = %job.job.source_ref(), dst = %job.job.destination_ref());
+                let outcome = tracing::Instrument::instrument(engine.run(&job, opts.dry_run), span).await;
+                recorder.finish(&job.job, outcome, started.elapsed().as_millis() as u64);
+                recorder.running.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    let (plans, interrupted, cancelled) = {
+        let work = futures_util::future::join(planning, running);
+        tokio::pin!(work, stop);
+        let (plans, interrupted) = tokio::select! {
+            (plans, ()) = &mut work => (plans, false),
+            _ = &mut stop => {
+                let in_flight = recorder.running.load(Ordering::Relaxed);
+                tracing::warn!(in_flight, stop_timeout_s = opts.stop_timeout.as_secs(), "stopping: no new jobs; letting running copies finish");
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(opts.stop_timeout, &mut work).await {
+                    Ok((plans, ())) => (plans, true),
+                    Err(_) => (Vec::new(), true),
+                }
+            }
+        };
+        (plans, interrupted, recorder.running.load(Ordering::Relaxed))
+    };
+
+    let mut jobs = recorder.jobs.into_inner().unwrap();
+    jobs.sort_by(|a, b| a.destination.cmp(&b.destination));
+    let count = |o: Outcome| jobs.iter().filter(|j| j.outcome == o).count() as u64;
+    let repositories = repo_reports(&plans, &dst_host);
+    let failed_repos = plans.iter().filter(|p| p.failed_whole()).count() as u64;
+    let state = if interrupted {
+        RunState::Interrupted
+    } else {
+        RunState::Finished
+    };
+    let mut report = SyncReport {
+        run_id,
+        state,
+        dry_run: opts.dry_run,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        selected: progress.planned.load(Ordering::Relaxed),
+        copied: count(Outcome::Copied),
+        skipped: count(Outcome::Skipped),
+        failed: count(Outcome::Failed) + failed_repos,
+        would_copy: count(Outcome::WouldCopy),
+        cancelled,
+        bytes: jobs.iter().map(|j| j.bytes).sum(),
+        requests: Default::default(),
+        blob_requests: Default::default(),
+        peak_rss_bytes: None,
+        repositories,
+        jobs,
+    };
+    for r in engine.registries.all() {
+        report
+            .requests
+            .insert(r.host().to_string(), r.counts.total.load(Ordering::Relaxed));
+        report
+            .blob_requests
+            .insert(r.host().to_string(), r.counts.blob.load(Ordering::Relaxed));
+    }
+    if let Some(l) = ledger {
+        l.finish_run(&report.run_id, &rfc3339(SystemTime::now()), &report)?;
+    }
+    report.peak_rss_bytes = peak_rss_bytes();
+    tracing::info!(run_id = %report.run_id, state = %state, copied = report.copied, skipped = report.skipped, failed = report.failed, bytes = report.bytes, "sync ended");
+    Ok(report)
+}
+
+/// The report's repository lines: every repository something happened to (created, skipped,
+/// failed), logged as they are listed.
+fn repo_reports(plans: &[RepoPlan], dst_host: &str) -> Vec<RepoReport> {
+    let mut out: Vec<RepoReport> = plans
+        .iter()
+        .filter(|p| p.event.is_some_and(|e| e != RepoEvent::Planned))
+        .map(|p| {
+            let event = p.event.expect("filtered above");
+            let reason = p.reason.as_deref().unwrap_or("");
+            match event {
+                RepoEvent::Failed => {
+                    tracing::error!(source = %p.source, reason, "repository failed")
+                }
+                _ => {
+                    tracing::info!(source = %p.source, destination = %p.destination, event = %event, reason, "repository")
+                }
+            }
+            RepoReport {
+                source: p.source.clone(),
+                destination: format!("{dst_host}/{}", p.destination),
+                event,
+                reason: p.reason.clone(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.destination.cmp(&b.destination));
+    out
 }

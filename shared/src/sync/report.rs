@@ -1,12 +1,12 @@
 //! What a run did, for people (the summary) and for scripts (the JSON report).
 
+use crate::vocab::{ErrorClass, RepoEvent, RunState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// How one job ended.
+/// How one job ended, in the report's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -35,8 +35,8 @@ pub struct JobReport {
     pub outcome: Outcome,
     /// Why it was skipped or failed.
     pub reason: Option<String>,
-    /// Failure class (`transient`, `auth`, `not_found`, `digest_mismatch`, `immutable_tag`, …).
-    pub error_class: Option<String>,
+    /// Failure class.
+    pub error_class: Option<ErrorClass>,
     /// Bytes streamed for this job (shared blobs count once, for the job that moved them).
     pub bytes: u64,
     /// Wall time.
@@ -50,8 +50,8 @@ pub struct RepoReport {
     pub source: String,
     /// `host/repo` at the destination.
     pub destination: String,
-    /// `created`, `would_create`, `skipped` or `failed`.
-    pub event: String,
+    /// What happened to it.
+    pub event: RepoEvent,
     /// The reason, for skips and failures.
     pub reason: Option<String>,
 }
@@ -61,12 +61,16 @@ pub struct RepoReport {
 pub struct SyncReport {
     /// Run id (also in the ledger).
     pub run_id: String,
+    /// `finished`, or `interrupted` by a signal (then the jobs listed are what finished).
+    pub state: RunState,
     /// Whether this was a dry run.
     pub dry_run: bool,
     /// RFC 3339 start time.
     pub started_at: String,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// Tags the globs selected.
+    pub selected: u64,
     /// Jobs copied.
     pub copied: u64,
     /// Jobs already up to date.
@@ -75,6 +79,8 @@ pub struct SyncReport {
     pub failed: u64,
     /// Dry run: jobs that would be copied.
     pub would_copy: u64,
+    /// Copies still running when an interrupted run's stop timeout ended; not recorded.
+    pub cancelled: u64,
     /// Bytes streamed.
     pub bytes: u64,
     /// HTTP requests sent, by registry host.
@@ -115,13 +121,20 @@ impl SyncReport {
         let skipped_repos = self
             .repositories
             .iter()
-            .filter(|r| r.event == "skipped")
+            .filter(|r| r.event == RepoEvent::Skipped)
             .count();
+        let mut line = first;
         if skipped_repos > 0 {
-            format!("{first}; {skipped_repos} repositories skipped")
-        } else {
-            first
+            line.push_str(&format!("; {skipped_repos} repositories skipped"));
         }
+        if self.state == RunState::Interrupted {
+            let ended = self.copied + self.skipped + self.would_copy + self.failed;
+            line = format!(
+                "interrupted: {line}; {ended} of {} selected tags handled, {} copies cut off",
+                self.selected, self.cancelled
+            );
+        }
+        line
     }
 }
 
@@ -171,42 +184,6 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// RFC 3339 UTC time with seconds, without a date-time dependency.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant), valid for all dates after 1970.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// RFC 3339 UTC time with milliseconds (`2026-11-22T10:00:00.123Z`): fixed width, so it sorts
-/// as text — the ledger's sort keys rely on that.
-pub fn rfc3339_ms(t: SystemTime) -> String {
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_millis())
-        .unwrap_or(0);
-    let secs = rfc3339(t);
-    format!("{}.{ms:03}Z", &secs[..secs.len() - 1])
-}
-
 /// This process's peak resident set size, from `/proc/self/status`.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -218,20 +195,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
-            "2026-11-18T11:06:40Z"
-        );
-    }
 
     #[test]
     fn bytes_are_humanised() {

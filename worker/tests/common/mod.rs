@@ -1,5 +1,5 @@
 //! The fleet's end-to-end stack: moto (SQS, DynamoDB) and two docker-registry processes on
-//! 127.0.0.1, resources made by the real `ecr-sync-planner bootstrap`, real planner and worker
+//! 127.0.0.1, resources made by the real `ecr-sync bootstrap`, real planner and worker
 //! processes.
 #![allow(dead_code)]
 
@@ -19,7 +19,7 @@ pub fn planner_bin() -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .unwrap()
-        .join("ecr-sync-planner");
+        .join("ecr-sync");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` first (scripts/test.sh does)",
@@ -216,14 +216,14 @@ impl Stack {
         .unwrap();
     }
 
-    /// Runs `ecr-sync-planner ARGS` to the end.
+    /// Runs `ecr-sync ARGS` to the end.
     pub fn planner(&self, args: &[&str]) -> Run {
         let out = Command::new(planner_bin())
             .args(args)
             .envs(self.env())
             .env_remove("AWS_PROFILE")
             .output()
-            .expect("run ecr-sync-planner");
+            .expect("run ecr-sync");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into(),

@@ -1,7 +1,7 @@
-//! Creating the ledger table with the schema the code expects (`ecr-sync-planner bootstrap`).
+//! Creating the ledger table with the schema the code expects (`ecr-sync bootstrap`).
 
 use super::{TableError, GSI};
-use crate::aws_error::describe;
+use crate::aws::describe;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
@@ -16,6 +16,7 @@ pub async fn bootstrap_table(
     table: &str,
 ) -> Result<(), TableError> {
     let err = |op, e: &dyn std::fmt::Display| TableError {
+        class: crate::vocab::ErrorClass::Rejected,
         op,
         table: table.to_string(),
         message: e.to_string(),

@@ -1,7 +1,8 @@
 //! Ledger items ↔ records: attribute values, keys, and the records the ledger reads back.
 
 use crate::fleet::message::JobMessage;
-use crate::sync::rfc3339_ms;
+use crate::time::rfc3339_ms;
+use crate::vocab::{ErrorClass, JobEvent, JobState, RunState};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ pub struct RunRecord {
     /// Run id.
     pub run_id: String,
     /// `planning`, `planned`, `failed` (planning stopped), or `events` (push events of a day).
-    pub state: String,
+    pub state: RunState,
     /// When planning started.
     pub started_at: String,
     /// When planning ended.
@@ -35,32 +36,15 @@ pub struct RunRecord {
     pub failed_repos: u64,
 }
 
-/// One repository of a run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RepoRecord {
-    /// `host/repo` at the source.
-    pub source: String,
-    /// Destination repository.
-    pub destination: String,
-    /// Jobs sent for it.
-    pub planned: u64,
-    /// Tags already equal.
-    pub up_to_date: u64,
-    /// `planned`, `created`, `skipped` or `failed`.
-    pub event: String,
-    /// Why skipped or failed.
-    pub reason: Option<String>,
-}
-
 /// One job of one run, as it stands.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct JobItem {
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetJob {
     /// Run id.
     pub run_id: String,
     /// Job id.
     pub job_id: String,
     /// State (see the module docs).
-    pub state: String,
+    pub state: JobState,
     /// Attempts started.
     pub attempts: u64,
     /// Times replayed from the dead-letter queue.
@@ -78,7 +62,7 @@ pub struct JobItem {
     /// Duration of the attempt that finished it, in milliseconds.
     pub duration_ms: u64,
     /// Error class of the last failure.
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Reason of the last failure.
     pub error: Option<String>,
     /// When it was queued.
@@ -88,14 +72,14 @@ pub struct JobItem {
 }
 
 /// One entry of a job's history.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct JobEvent {
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
     /// When.
     pub at: String,
     /// The run.
     pub run_id: String,
-    /// `succeeded`, `skipped`, `failed`, `dead`, `released`, `replayed`, `duplicate`.
-    pub event: String,
+    /// What happened (`None`: a word this version does not know).
+    pub event: Option<JobEvent>,
     /// The attempt number it belongs to.
     pub attempt: u64,
     /// The worker (or `operator`).
@@ -105,7 +89,7 @@ pub struct JobEvent {
     /// Milliseconds.
     pub duration_ms: u64,
     /// Error class.
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Reason.
     pub error: Option<String>,
 }
@@ -127,6 +111,22 @@ pub(super) fn get_n(item: &Item, key: &str) -> u64 {
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// A vocabulary word stored under `key`; a missing or unknown one (written by a newer version)
+/// reads as `None` and is logged.
+pub(super) fn parse_word<T: std::str::FromStr<Err = crate::vocab::UnknownWord>>(
+    item: &Item,
+    key: &str,
+) -> Option<T> {
+    let text = get_s(item, key)?;
+    match text.parse() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(attribute = key, error = %e, "ledger item holds an unknown word");
+            None
+        }
+    }
 }
 
 pub(super) fn expires_at() -> AttributeValue {
@@ -188,27 +188,27 @@ pub(super) fn job_attributes(m: &JobMessage) -> Vec<(&'static str, AttributeValu
 }
 
 /// A history event item (`JOB#<job>` / `<at>#<random>`) read back.
-pub(super) fn job_event(i: &Item) -> JobEvent {
-    JobEvent {
+pub(super) fn history_entry(i: &Item) -> HistoryEntry {
+    HistoryEntry {
         at: get_s(i, "sk")
             .and_then(|sk| sk.split('#').next().map(str::to_string))
             .unwrap_or_default(),
         run_id: get_s(i, "run_id").unwrap_or_default(),
-        event: get_s(i, "event").unwrap_or_default(),
+        event: parse_word(i, "event"),
         attempt: get_n(i, "attempt"),
         worker: get_s(i, "worker"),
         bytes: get_n(i, "bytes"),
         duration_ms: get_n(i, "duration_ms"),
-        error_class: get_s(i, "error_class"),
+        error_class: parse_word(i, "error_class"),
         error: get_s(i, "error"),
     }
 }
 
-pub(super) fn job_item(i: &Item) -> JobItem {
-    JobItem {
+pub(super) fn job_item(i: &Item) -> FleetJob {
+    FleetJob {
         run_id: get_s(i, "run_id").unwrap_or_default(),
         job_id: get_s(i, "job_id").unwrap_or_default(),
-        state: get_s(i, "state").unwrap_or_default(),
+        state: parse_word(i, "state").unwrap_or(JobState::Queued),
         attempts: get_n(i, "attempts"),
         replays: get_n(i, "replays"),
         worker: get_s(i, "worker"),
@@ -217,7 +217,7 @@ pub(super) fn job_item(i: &Item) -> JobItem {
         digest: get_s(i, "digest").unwrap_or_default(),
         bytes: get_n(i, "bytes"),
         duration_ms: get_n(i, "duration_ms"),
-        error_class: get_s(i, "error_class"),
+        error_class: parse_word(i, "error_class"),
         error: get_s(i, "error"),
         queued_at: get_s(i, "queued_at").unwrap_or_default(),
         updated_at: get_s(i, "updated_at").unwrap_or_default(),

@@ -14,25 +14,27 @@
 //! - latest runs: `Query gsi1pk = RUNS` newest first;
 //! - one job across runs: `Query gsi1pk = JOB#J` and its history `Query pk = JOB#J`.
 //!
-//! Job states: `queued → running → succeeded | skipped | failed | dead`; `failed` is a
-//! transient failure whose message will come back. Transitions are conditional writes: a job
-//! that is `succeeded`, `skipped` or `dead` is never started or finished again (a duplicate
-//! delivery is acknowledged instead), so a run ends with one consistent record per job.
+//! Job states ([`JobState`]): `queued → running → succeeded | skipped | failed | dead`; `failed`
+//! is a transient failure whose message will come back. Transitions are conditional writes: a
+//! job in a final state is never started or finished again (a duplicate delivery is acknowledged
+//! instead), so a run ends with one consistent record per job.
 
 mod bootstrap;
 mod items;
 mod update;
 
 pub use bootstrap::bootstrap_table;
-pub use items::{JobEvent, JobItem, RepoRecord, RunRecord};
+pub use items::{FleetJob, HistoryEntry, RunRecord};
 
 use super::message::JobMessage;
-use crate::aws_error::describe;
+use crate::aws::describe;
+use crate::plan::RepoPlan;
+use crate::vocab::{ErrorClass, JobEvent, JobState, RunState};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use items::{
-    expires_at, get_n, get_s, is_conditional, job_attributes, job_event, job_item, job_key, n, now,
-    run_key, s, Item,
+    expires_at, get_n, get_s, history_entry, is_conditional, job_attributes, job_item, job_key, n,
+    now, parse_word, run_key, s, Item,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -51,6 +53,8 @@ pub const GSI: &str = "gsi1";
 #[derive(Debug, thiserror::Error)]
 #[error("DynamoDB {op} on {table}: {message}")]
 pub struct TableError {
+    /// The failure class.
+    pub class: ErrorClass,
     /// The API operation.
     pub op: &'static str,
     /// The table.
@@ -63,7 +67,7 @@ pub struct TableError {
 #[derive(Debug, Clone, Default)]
 pub struct Finish {
     /// `succeeded`, `skipped`, `failed` or `dead`.
-    pub state: &'static str,
+    pub state: JobState,
     /// The attempt number.
     pub attempt: u64,
     /// Bytes streamed.
@@ -71,7 +75,7 @@ pub struct Finish {
     /// Milliseconds.
     pub duration_ms: u64,
     /// Error class (failures).
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Reason (failures and skips).
     pub error: Option<String>,
 }
@@ -82,7 +86,7 @@ pub enum Start {
     /// Go ahead; this is attempt n.
     Go(u64),
     /// The job already ended in this state; acknowledge the message and do nothing.
-    AlreadyDone(String),
+    AlreadyDone(JobState),
 }
 
 /// The DynamoDB ledger table.
@@ -124,6 +128,7 @@ impl FleetLedger {
         R: std::fmt::Debug,
     {
         TableError {
+            class: ErrorClass::of_sdk(&e),
             op,
             table: self.table.clone(),
             message: describe(&e),
@@ -152,7 +157,7 @@ impl FleetLedger {
             ),
             ("kind".to_string(), s("run")),
             ("run_id".to_string(), s(&run.run_id)),
-            ("state".to_string(), s(&run.state)),
+            ("state".to_string(), s(run.state.as_str())),
             ("started_at".to_string(), s(&run.started_at)),
             ("config_source".to_string(), s(&run.config_source)),
             ("config_version".to_string(), s(&run.config_version)),
@@ -164,7 +169,7 @@ impl FleetLedger {
     /// Records the end of planning with its counts.
     pub async fn finish_run(&self, run: &RunRecord) -> Result<(), TableError> {
         let mut u = Update::default();
-        u.set("state", s(&run.state))
+        u.set("state", s(run.state.as_str()))
             .set("planned_at", s(run.planned_at.clone().unwrap_or_else(now)))
             .set("planned", n(run.planned))
             .set("up_to_date", n(run.up_to_date))
@@ -182,7 +187,7 @@ impl FleetLedger {
         let mut u = Update::default();
         u.set("kind", s("run"))
             .set("run_id", s(run_id))
-            .set("state", s("events"))
+            .set("state", s(RunState::Events.as_str()))
             .set_if_missing("started_at", s(&at))
             .set("config_source", s(source))
             .set("gsi1pk", s("RUNS"))
@@ -196,7 +201,7 @@ impl FleetLedger {
     }
 
     /// Records the repositories of a run.
-    pub async fn record_repos(&self, run_id: &str, repos: &[RepoRecord]) -> Result<(), TableError> {
+    pub async fn record_repos(&self, run_id: &str, repos: &[RepoPlan]) -> Result<(), TableError> {
         let items = repos.iter().map(|r| {
             let mut item = HashMap::from([
                 ("pk".to_string(), s(format!("RUN#{run_id}"))),
@@ -206,9 +211,12 @@ impl FleetLedger {
                 ("destination".to_string(), s(&r.destination)),
                 ("planned".to_string(), n(r.planned)),
                 ("up_to_date".to_string(), n(r.up_to_date)),
-                ("event".to_string(), s(&r.event)),
+                ("failed_tags".to_string(), n(r.failed)),
                 ("expires_at".to_string(), expires_at()),
             ]);
+            if let Some(event) = r.event {
+                item.insert("event".to_string(), s(event.as_str()));
+            }
             if let Some(reason) = &r.reason {
                 item.insert("reason".to_string(), s(reason));
             }
@@ -228,7 +236,7 @@ impl FleetLedger {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v)),
             );
-            item.insert("state".to_string(), s("queued"));
+            item.insert("state".to_string(), s(JobState::Queued.as_str()));
             item.insert("attempts".to_string(), n(0));
             item.insert("queued_at".to_string(), s(&at));
             item.insert("updated_at".to_string(), s(&at));
@@ -277,6 +285,7 @@ impl FleetLedger {
             }
             if !pending.is_empty() {
                 return Err(TableError {
+                    class: ErrorClass::Transient,
                     op: "BatchWriteItem",
                     table: self.table.clone(),
                     message: format!(
@@ -294,7 +303,7 @@ impl FleetLedger {
     pub async fn start_job(&self, m: &JobMessage, worker: &str) -> Result<Start, TableError> {
         let at = now();
         let mut u = Update::default();
-        u.set("state", s("running"))
+        u.set("state", s(JobState::Running.as_str()))
             .set("worker", s(worker))
             .set("updated_at", s(&at))
             .increment("attempts")
@@ -315,11 +324,12 @@ impl FleetLedger {
                 out.attributes().map(|a| get_n(a, "attempts")).unwrap_or(1),
             )),
             Err(e) if is_conditional(&e) => {
+                // The condition failed, so the item exists in a final state.
                 let state = self
                     .job(&m.run_id, &m.job_id)
                     .await?
                     .map(|j| j.state)
-                    .unwrap_or_default();
+                    .unwrap_or(JobState::Dead);
                 Ok(Start::AlreadyDone(state))
             }
             Err(e) => Err(self.error("UpdateItem", e)),
@@ -335,7 +345,7 @@ impl FleetLedger {
         f: &Finish,
     ) -> Result<bool, TableError> {
         let mut u = Update::default();
-        u.set("state", s(f.state))
+        u.set("state", s(f.state.as_str()))
             .set("worker", s(worker))
             .set("updated_at", s(now()))
             .set("bytes", n(f.bytes))
@@ -343,10 +353,11 @@ impl FleetLedger {
             .unless_final(false);
         match (&f.error_class, &f.error) {
             (Some(class), Some(error)) => {
-                u.set("error_class", s(class)).set("error", s(error));
+                u.set("error_class", s(class.as_str()))
+                    .set("error", s(error));
             }
             // A success clears the reason of an earlier failed attempt.
-            _ if f.state == "succeeded" => {
+            _ if f.state == JobState::Succeeded => {
                 u.remove("error_class").remove("error");
             }
             _ => {}
@@ -360,12 +371,12 @@ impl FleetLedger {
         // concurrent writes. A worker dying between the two writes loses only that event.
         match out {
             Ok(_) => {
-                self.add_event(m, f.state, f.attempt, Some(worker), f)
+                self.add_event(m, f.state.into(), f.attempt, Some(worker), f)
                     .await?;
                 Ok(true)
             }
             Err(e) if is_conditional(&e) => {
-                self.add_event(m, "duplicate", f.attempt, Some(worker), f)
+                self.add_event(m, JobEvent::Duplicate, f.attempt, Some(worker), f)
                     .await?;
                 Ok(false)
             }
@@ -379,20 +390,20 @@ impl FleetLedger {
     pub async fn requeue_job(
         &self,
         m: &JobMessage,
-        event: &'static str,
+        event: JobEvent,
         who: &str,
     ) -> Result<(), TableError> {
         let mut u = Update::default();
-        u.set("state", s("queued"))
+        u.set("state", s(JobState::Queued.as_str()))
             .set("updated_at", s(now()))
             .set("worker", s(who));
-        if event == "replayed" {
+        if event == JobEvent::Replayed {
             u.increment("replays");
             for (name, value) in job_attributes(m) {
                 u.set_if_missing(name, value);
             }
         } else {
-            u.only_in_state("running");
+            u.only_in_state(JobState::Running);
         }
         let out = u
             .request(&self.client, &self.table, job_key(&m.run_id, &m.job_id))
@@ -411,7 +422,7 @@ impl FleetLedger {
     async fn add_event(
         &self,
         m: &JobMessage,
-        event: &str,
+        event: JobEvent,
         attempt: u64,
         worker: Option<&str>,
         f: &Finish,
@@ -425,7 +436,7 @@ impl FleetLedger {
             ),
             ("kind".to_string(), s("event")),
             ("run_id".to_string(), s(&m.run_id)),
-            ("event".to_string(), s(event)),
+            ("event".to_string(), s(event.as_str())),
             ("attempt".to_string(), n(attempt)),
             ("bytes".to_string(), n(f.bytes)),
             ("duration_ms".to_string(), n(f.duration_ms)),
@@ -434,8 +445,8 @@ impl FleetLedger {
         if let Some(w) = worker {
             item.insert("worker".to_string(), s(w));
         }
-        if let Some(c) = &f.error_class {
-            item.insert("error_class".to_string(), s(c));
+        if let Some(c) = f.error_class {
+            item.insert("error_class".to_string(), s(c.as_str()));
         }
         if let Some(e) = &f.error {
             item.insert("error".to_string(), s(e));
@@ -444,7 +455,7 @@ impl FleetLedger {
     }
 
     /// One job of one run.
-    pub async fn job(&self, run_id: &str, job_id: &str) -> Result<Option<JobItem>, TableError> {
+    pub async fn job(&self, run_id: &str, job_id: &str) -> Result<Option<FleetJob>, TableError> {
         let out = self
             .client
             .get_item()
@@ -474,7 +485,7 @@ impl FleetLedger {
         };
         Ok(item.map(|i| RunRecord {
             run_id: get_s(&i, "run_id").unwrap_or_default(),
-            state: get_s(&i, "state").unwrap_or_default(),
+            state: parse_word(&i, "state").unwrap_or(RunState::Failed),
             started_at: get_s(&i, "started_at").unwrap_or_default(),
             planned_at: get_s(&i, "planned_at"),
             config_source: get_s(&i, "config_source").unwrap_or_default(),
@@ -489,18 +500,19 @@ impl FleetLedger {
     pub async fn run_contents(
         &self,
         run_id: &str,
-    ) -> Result<(Vec<RepoRecord>, Vec<JobItem>), TableError> {
+    ) -> Result<(Vec<RepoPlan>, Vec<FleetJob>), TableError> {
         let items = self.query_pk(&format!("RUN#{run_id}"), None, None).await?;
         let mut repos = Vec::new();
         let mut jobs = Vec::new();
         for i in items {
             match get_s(&i, "kind").as_deref() {
-                Some("repo") => repos.push(RepoRecord {
+                Some("repo") => repos.push(RepoPlan {
                     source: get_s(&i, "source").unwrap_or_default(),
                     destination: get_s(&i, "destination").unwrap_or_default(),
                     planned: get_n(&i, "planned"),
                     up_to_date: get_n(&i, "up_to_date"),
-                    event: get_s(&i, "event").unwrap_or_default(),
+                    failed: get_n(&i, "failed_tags"),
+                    event: parse_word(&i, "event"),
                     reason: get_s(&i, "reason"),
                 }),
                 Some("job") => jobs.push(job_item(&i)),
@@ -514,8 +526,8 @@ impl FleetLedger {
     pub async fn jobs_in_state(
         &self,
         run_id: &str,
-        states: &[&str],
-    ) -> Result<Vec<JobItem>, TableError> {
+        states: &[JobState],
+    ) -> Result<Vec<FleetJob>, TableError> {
         let items = self
             .query_pk(&format!("RUN#{run_id}"), Some("JOB#"), Some(states))
             .await?;
@@ -523,7 +535,7 @@ impl FleetLedger {
     }
 
     /// Every run's record of a job, newest first.
-    pub async fn job_runs(&self, job_id: &str) -> Result<Vec<JobItem>, TableError> {
+    pub async fn job_runs(&self, job_id: &str) -> Result<Vec<FleetJob>, TableError> {
         let items = self
             .query_index(&format!("JOB#{job_id}"), 100, false)
             .await?;
@@ -531,16 +543,16 @@ impl FleetLedger {
     }
 
     /// A job's history, oldest first.
-    pub async fn job_history(&self, job_id: &str) -> Result<Vec<JobEvent>, TableError> {
+    pub async fn job_history(&self, job_id: &str) -> Result<Vec<HistoryEntry>, TableError> {
         let items = self.query_pk(&format!("JOB#{job_id}"), None, None).await?;
-        Ok(items.iter().map(job_event).collect())
+        Ok(items.iter().map(history_entry).collect())
     }
 
     async fn query_pk(
         &self,
         pk: &str,
         sk_prefix: Option<&str>,
-        states: Option<&[&str]>,
+        states: Option<&[JobState]>,
     ) -> Result<Vec<Item>, TableError> {
         let mut key = "pk = :pk".to_string();
         let mut req = self
@@ -558,7 +570,7 @@ impl FleetLedger {
                 .filter_expression(format!("#state IN ({})", names.join(", ")))
                 .expression_attribute_names("#state", "state");
             for (name, state) in names.iter().zip(states) {
-                req = req.expression_attribute_values(name, s(*state));
+                req = req.expression_attribute_values(name, s(state.as_str()));
             }
         }
         let mut pages = req.key_condition_expression(key).into_paginator().send();

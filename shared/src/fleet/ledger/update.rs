@@ -1,6 +1,7 @@
 //! UpdateItem expressions built attribute by attribute.
 
 use super::items::{n, s, Item};
+use crate::vocab::JobState;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
@@ -56,7 +57,10 @@ impl Update {
     /// Only when the job has not ended for good (`absent_ok`: or does not exist yet).
     pub(super) fn unless_final(&mut self, absent_ok: bool) -> &mut Self {
         let state = self.name("state");
-        let finals: Vec<String> = FINAL.iter().map(|f| self.value(s(*f))).collect();
+        let finals: Vec<String> = JobState::FINAL
+            .iter()
+            .map(|f| self.value(s(f.as_str())))
+            .collect();
         let exists = if absent_ok {
             "attribute_not_exists(pk) OR"
         } else {
@@ -66,8 +70,8 @@ impl Update {
         self
     }
 
-    pub(super) fn only_in_state(&mut self, wanted: &str) -> &mut Self {
-        let (n, v) = (self.name("state"), self.value(s(wanted)));
+    pub(super) fn only_in_state(&mut self, wanted: JobState) -> &mut Self {
+        let (n, v) = (self.name("state"), self.value(s(wanted.as_str())));
         self.condition = Some(format!("{n} = {v}"));
         self
     }
@@ -98,9 +102,6 @@ impl Update {
     }
 }
 
-/// States in which a job is finished for good.
-pub(super) const FINAL: [&str; 3] = ["succeeded", "skipped", "dead"];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +110,7 @@ mod tests {
     #[test]
     pub(super) fn updates_name_every_attribute_through_a_placeholder() {
         let mut u = Update::default();
-        u.set("state", s("running"))
+        u.set("state", s(JobState::Running.as_str()))
             .increment("attempts")
             .set_if_missing("source", s("x"))
             .remove("error")

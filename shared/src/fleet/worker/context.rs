@@ -1,75 +1,44 @@
-//! What a worker copies with: the config, registry clients and blob movers — rebuilt when a
-//! periodic reload finds a new config version. Jobs take the current context when they start and
-//! keep it to the end, so a reload never changes a running copy.
+//! What a worker copies with: one config version and the [`Engine`] made from it — rebuilt when
+//! a periodic reload finds a new version. Jobs take the current one when they start and keep it
+//! to the end, so a reload never changes a running copy.
 
 use super::super::message::{JobMessage, PushEvent};
-use crate::config::{load_versioned, Config, ConfigError};
-use crate::copy::BlobMover;
-use crate::job::CopyJob;
-use crate::registries::{Registries, SetupError};
+use crate::aws::Aws;
+use crate::config::{Config, ConfigError};
+use crate::config_source::load_versioned;
+use crate::engine::Engine;
+use crate::job::{CopyJob, Destination, PlannedJob};
+use crate::plan::{Scanner, REFRESH_SKIP};
+use crate::registries::SetupError;
 use crate::retry::RetryPolicy;
-use crate::scan::Scanner;
-use crate::sync::rfc3339;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-/// Blob knowledge (which repositories hold which blobs) is dropped past this many entries, so a
-/// long-lived worker stays small; forgetting only costs a HEAD or a mount later.
-const MAX_KNOWN_BLOBS: usize = 100_000;
-
-/// One config version and the clients made from it.
-pub struct Context {
-    /// The config.
-    pub config: Config,
+/// One config version and the engine made from it.
+pub struct ConfigVersion {
+    /// Registry clients, blob movers and the config.
+    pub engine: Engine,
     /// Its version (S3 version id / ETag or file hash).
     pub version: String,
-    /// Registry clients.
-    pub registries: Registries,
-    retry: RetryPolicy,
-    movers: Mutex<HashMap<String, Arc<BlobMover>>>,
     /// Destination repositories push events have found ready, with their tag immutability:
     /// one DescribeRepositories per repository and config version, not one per event.
     ready: Mutex<HashMap<String, bool>>,
-    /// Bytes streamed, for progress.
-    pub bytes: Arc<AtomicU64>,
 }
 
-impl Context {
-    /// A context for `config`.
-    pub fn new(config: Config, version: String, retry: RetryPolicy) -> Context {
-        Context {
-            registries: Registries::new(&config, retry.clone()),
-            config,
+impl ConfigVersion {
+    /// The engine for `config` at `version`.
+    pub fn new(config: Config, version: String, retry: RetryPolicy, aws: Aws) -> ConfigVersion {
+        ConfigVersion {
+            engine: Engine::new(config, retry, aws),
             version,
-            retry,
-            movers: Mutex::new(HashMap::new()),
             ready: Mutex::new(HashMap::new()),
-            bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// The blob mover for one destination registry (single-flight across this worker's jobs).
-    pub fn mover(&self, dst_host: &str) -> Arc<BlobMover> {
-        let mut movers = self.movers.lock().unwrap();
-        let fresh = || {
-            Arc::new(BlobMover::new(
-                self.config.concurrency.blobs,
-                self.retry.clone(),
-                self.bytes.clone(),
-            ))
-        };
-        let mover = movers
-            .entry(dst_host.to_string())
-            .or_insert_with(fresh)
-            .clone();
-        if mover.known_blobs() > MAX_KNOWN_BLOBS {
-            let replacement = fresh();
-            movers.insert(dst_host.to_string(), replacement.clone());
-            return replacement;
-        }
-        mover
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.engine.config
     }
 
     /// Turns a push event into a job of run `events-YYYY-MM-DD`. `Ok(Err(reason))` is an event
@@ -84,7 +53,7 @@ impl Context {
         let registry = event.registry();
         let tag = event.tag.clone().unwrap_or_default();
         let Some(repo) = self
-            .config
+            .config()
             .repos
             .iter()
             .find(|r| r.source.registry == registry && r.source.repository == event.repository)
@@ -103,22 +72,29 @@ impl Context {
         let digest = crate::digest::Digest::parse(&event.digest)
             .map_err(|e| format!("detail.image-digest: {e}"))?;
         let dst_host = self
+            .engine
             .registries
             .destination()
             .await
             .map_err(|e| e.to_string())?;
         let Some(immutable) = self.ready_repository(&dst_host, &repo.destination).await? else {
-            return Ok(Err(crate::scan::REFRESH_SKIP.to_string()));
+            return Ok(Err(REFRESH_SKIP.to_string()));
         };
-        let job = CopyJob {
-            source_registry: registry,
-            source_repo: event.repository.clone(),
-            tag,
-            source_digest: Some(digest),
-            destination_registry: dst_host,
-            destination_repo: repo.destination.clone(),
+        let planned = PlannedJob {
+            job: CopyJob {
+                source_registry: registry,
+                source_repo: event.repository.clone(),
+                tag,
+                source_digest: Some(digest),
+                destination_registry: dst_host,
+                destination_repo: repo.destination.clone(),
+            },
+            immutable_tags: immutable,
+            dst_may_hold_blobs: true,
+            destination: Destination::Unchecked,
+            manifest: None,
         };
-        Ok(Ok(JobMessage::new(&event_run_id(), &job, immutable, true)))
+        Ok(Ok(JobMessage::new(&event_run_id(), &planned)))
     }
 
     /// Makes sure destination repository `dst_repo` exists (per `mode`), asking the registry
@@ -132,14 +108,11 @@ impl Context {
         if let Some(immutable) = self.ready.lock().unwrap().get(dst_repo) {
             return Ok(Some(*immutable));
         }
-        let dst = self
-            .registries
-            .get(dst_host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let registries = &self.engine.registries;
+        let dst = registries.get(dst_host).await.map_err(|e| e.to_string())?;
         let scanner = Scanner {
-            config: &self.config,
-            registries: &self.registries,
+            config: self.config(),
+            registries,
             dst_host,
             dst: &dst,
             dry_run: false,
@@ -157,40 +130,55 @@ impl Context {
 
 /// The run that groups a day's push events.
 pub fn event_run_id() -> String {
-    format!("events-{}", &rfc3339(SystemTime::now())[..10])
+    format!("events-{}", crate::time::date(SystemTime::now()))
 }
 
-/// The current context, swapped on reload.
-pub struct Contexts {
+/// The config version new jobs use, swapped on reload.
+pub struct CurrentConfig {
     location: String,
     retry: RetryPolicy,
-    current: RwLock<Arc<Context>>,
+    aws: Aws,
+    current: RwLock<Arc<ConfigVersion>>,
 }
 
-impl Contexts {
+impl CurrentConfig {
     /// Loads the config at `location`.
-    pub async fn load(location: &str, retry: RetryPolicy) -> Result<Contexts, ConfigError> {
-        let (config, version) = load_versioned(location).await?;
-        Ok(Contexts {
+    pub async fn load(
+        location: &str,
+        retry: RetryPolicy,
+        aws: Aws,
+    ) -> Result<CurrentConfig, ConfigError> {
+        let (config, version) = load_versioned(location, &aws).await?;
+        Ok(CurrentConfig {
             location: location.to_string(),
-            current: RwLock::new(Arc::new(Context::new(config, version, retry.clone()))),
+            current: RwLock::new(Arc::new(ConfigVersion::new(
+                config,
+                version,
+                retry.clone(),
+                aws.clone(),
+            ))),
             retry,
+            aws,
         })
     }
 
-    /// The context new jobs use.
-    pub fn current(&self) -> Arc<Context> {
+    /// The version new jobs use.
+    pub fn current(&self) -> Arc<ConfigVersion> {
         self.current.read().unwrap().clone()
     }
 
-    /// Reads the config again; swaps in a new context when the version changed. A config that
-    /// no longer loads is reported and the old one kept.
+    /// Reads the config again; swaps in a new version when it changed. A config that no longer
+    /// loads is reported and the old one kept.
     pub async fn reload(&self) {
-        match load_versioned(&self.location).await {
+        match load_versioned(&self.location, &self.aws).await {
             Ok((config, version)) if version != self.current().version => {
                 tracing::info!(config = %self.location, version = %version, "config changed; new jobs use it");
-                *self.current.write().unwrap() =
-                    Arc::new(Context::new(config, version, self.retry.clone()));
+                *self.current.write().unwrap() = Arc::new(ConfigVersion::new(
+                    config,
+                    version,
+                    self.retry.clone(),
+                    self.aws.clone(),
+                ));
             }
             Ok(_) => {}
             Err(e) => {
@@ -201,12 +189,13 @@ impl Contexts {
 
     /// Checks that every registry client of the current config can be made.
     pub async fn check(&self) -> Result<(), SetupError> {
-        let ctx = self.current();
-        for repo in &ctx.config.repos {
-            ctx.registries.get(&repo.source.registry).await?;
+        let current = self.current();
+        let registries = &current.engine.registries;
+        for repo in &current.config().repos {
+            registries.get(&repo.source.registry).await?;
         }
-        if let Some(d) = &ctx.config.destination_registry {
-            ctx.registries.get(d).await?;
+        if let Some(d) = &current.config().destination_registry {
+            registries.get(d).await?;
         }
         Ok(())
     }

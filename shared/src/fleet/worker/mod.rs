@@ -14,7 +14,7 @@
 mod context;
 mod handle;
 
-pub use context::{event_run_id, Context, Contexts};
+pub use context::{event_run_id, ConfigVersion, CurrentConfig};
 
 use super::ledger::FleetLedger;
 use super::queue::{self, Queue, QueueError, LONG_POLL_SECONDS, SQS_BATCH};
@@ -138,13 +138,13 @@ pub struct WorkerStats {
     pub released: bool,
 }
 
-/// State every job task shares.
-pub(crate) struct Shared {
+/// One worker process: what every job task shares.
+pub(crate) struct Worker {
     opts: WorkerOptions,
     queue: Queue,
     dlq: Option<Queue>,
     ledger: FleetLedger,
-    contexts: Contexts,
+    config: CurrentConfig,
     max_receive_count: Option<u32>,
     abort: watch::Receiver<bool>,
     /// Jobs running in this process: a second delivery of one of them waits its turn instead
@@ -155,7 +155,7 @@ pub(crate) struct Shared {
     event_run: std::sync::Mutex<Option<String>>,
 }
 
-impl Shared {
+impl Worker {
     /// Makes sure the ledger holds the push-event run `run_id`, writing only the first time
     /// this process sees it.
     async fn ensure_event_run(&self, run_id: &str) -> Result<(), super::ledger::TableError> {
@@ -179,13 +179,14 @@ impl Shared {
 /// Runs the worker until `shutdown` resolves (or a configured stop), then drains.
 pub async fn run(
     opts: WorkerOptions,
+    aws: crate::aws::Aws,
     queue: Queue,
     dlq: Option<Queue>,
     ledger: FleetLedger,
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerStats, WorkerError> {
-    let contexts = Contexts::load(&opts.config, opts.retry.clone()).await?;
-    contexts.check().await?;
+    let config = CurrentConfig::load(&opts.config, opts.retry.clone(), aws).await?;
+    config.check().await?;
     let max_receive_count = queue.max_receive_count().await?;
     ledger.check().await?;
     let dlq = match dlq {
@@ -194,16 +195,16 @@ pub async fn run(
     };
     let limit = opts
         .concurrency
-        .unwrap_or(contexts.current().config.concurrency.jobs)
+        .unwrap_or(config.current().config().concurrency.jobs)
         .max(1);
     tracing::info!(worker_id = %opts.worker_id, queue = %queue.url(), dlq = dlq.as_ref().map(|d| d.url()).unwrap_or("none"), concurrency = limit, max_receive_count, "worker started");
     let (abort_tx, abort) = watch::channel(false);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Worker {
         opts,
         queue,
         dlq,
         ledger,
-        contexts,
+        config,
         max_receive_count,
         abort,
         running: Default::default(),
@@ -220,7 +221,7 @@ pub async fn run(
             every.tick().await;
             loop {
                 every.tick().await;
-                shared.contexts.reload().await;
+                shared.config.reload().await;
             }
         })
     };

@@ -1,30 +1,32 @@
-//! Reading a config from a local file or from S3 (`s3://bucket/key`), then validating it.
+//! Where a config comes from: a local file or an S3 object (`s3://bucket/key`). This is the
+//! I/O; [`crate::config`] only parses and validates the bytes.
 //!
 //! Relative `ca_file` paths in a file config are resolved against the file's directory; in an S3
-//! config against the process's working directory. S3 access uses the default AWS credential
-//! chain with path-style addressing, so `AWS_ENDPOINT_URL_S3` can point at moto or MinIO.
+//! config against the process's working directory.
 
+use crate::aws::Aws;
+use crate::config::{Config, ConfigError};
 use std::path::Path;
-
-use super::{Config, ConfigError};
 
 /// Loads and validates the config at `location`: a local path or `s3://bucket/key`.
 ///
 /// Every failure is a [`ConfigError`]: unreadable (missing file, S3 error, not UTF-8), not JSON,
 /// or invalid (every problem listed).
-pub async fn load(location: &str) -> Result<Config, ConfigError> {
-    load_versioned(location).await.map(|(config, _)| config)
+pub async fn load(location: &str, aws: &Aws) -> Result<Config, ConfigError> {
+    load_versioned(location, aws)
+        .await
+        .map(|(config, _)| config)
 }
 
 /// Like [`load`], and also names the version read: the S3 object's version id (or its ETag in
 /// an unversioned bucket), or `sha256:` and the first 16 hex digits of a local file's bytes.
 /// Runs record it, so an operator can tell which config planned them.
-pub async fn load_versioned(location: &str) -> Result<(Config, String), ConfigError> {
+pub async fn load_versioned(location: &str, aws: &Aws) -> Result<(Config, String), ConfigError> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, key) = parse_s3(rest).ok_or_else(|| {
             ConfigError::unreadable(location, "an S3 location must look like s3://bucket/key")
         })?;
-        let (bytes, version) = read_s3(bucket, key)
+        let (bytes, version) = crate::aws::read_object(aws, bucket, key)
             .await
             .map_err(|message| ConfigError::unreadable(location, message))?;
         let text = utf8(location, bytes)?;
@@ -57,35 +59,6 @@ fn parse_s3(rest: &str) -> Option<(&str, &str)> {
     (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
 }
 
-/// Fetches one S3 object whole (configs are small), with its version id or ETag.
-async fn read_s3(bucket: &str, key: &str) -> Result<(Vec<u8>, String), String> {
-    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(true)
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
-    let object = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|err| format!("S3 GetObject failed: {}", crate::aws_error::describe(&err)))?;
-    let version = object
-        .version_id()
-        .filter(|v| !v.is_empty() && *v != "null")
-        .or(object.e_tag())
-        .unwrap_or("")
-        .trim_matches('"')
-        .to_string();
-    let body = object
-        .body
-        .collect()
-        .await
-        .map_err(|err| format!("reading the S3 object body failed: {err}"))?;
-    Ok((body.into_bytes().to_vec(), version))
-}
-
 fn utf8(location: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|err| {
         ConfigError::unreadable(location, format!("the config is not UTF-8 text: {err}"))
@@ -95,6 +68,7 @@ fn utf8(location: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::Aws;
     use crate::config::ConfigErrorKind;
 
     #[test]
@@ -115,24 +89,26 @@ mod tests {
             r#"{"registries": {"reg.io": {"ca_file": "ca.pem"}}}"#,
         )
         .unwrap();
-        let config = load(file.to_str().unwrap()).await.unwrap();
+        let config = load(file.to_str().unwrap(), &Aws::new()).await.unwrap();
         assert_eq!(
             config.registry("reg.io").ca_file,
             Some(dir.path().join("ca.pem"))
         );
 
         let missing = dir.path().join("missing.json");
-        let err = load(missing.to_str().unwrap()).await.unwrap_err();
+        let err = load(missing.to_str().unwrap(), &Aws::new())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, ConfigErrorKind::Unreadable);
         for bad in ["", "s3://bucket", "https://x/c.json"] {
             assert_eq!(
-                load(bad).await.unwrap_err().kind,
+                load(bad, &Aws::new()).await.unwrap_err().kind,
                 ConfigErrorKind::Unreadable,
                 "{bad}"
             );
         }
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
-        let err = load(file.to_str().unwrap()).await.unwrap_err();
+        let err = load(file.to_str().unwrap(), &Aws::new()).await.unwrap_err();
         assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 }

@@ -1,12 +1,13 @@
 //! Reading both sides of one configured repository pair: make the destination ready (create it
 //! or skip it per `mode`), list the source tags the globs select, and look up what a destination
-//! tag holds. One-machine sync, the fleet planner and the worker's push events share this; it
-//! decides nothing about copying (that is [`crate::copy::decide`]).
+//! tag holds. The planning stream and the worker's push events share this; it decides nothing
+//! about copying (that is [`crate::copy::decide`]).
 
 use crate::config::{is_ecr_host, Config, Mode, RepoSync};
 use crate::digest::Digest;
 use crate::registries::Registries;
 use crate::registry::{Registry, RegistryError};
+use crate::vocab::RepoEvent;
 use std::collections::{HashMap, HashSet};
 
 /// Reason recorded when refresh mode meets a missing destination repository.
@@ -31,13 +32,13 @@ impl DstTags {
 }
 
 /// A destination repository ready to receive images.
-pub struct Destination {
+pub struct DstRepo {
     /// Its tags before the run.
     pub tags: DstTags,
     /// Whether its tags are immutable.
     pub immutable: bool,
     /// `created` or `would_create` when this run made (or would make) it.
-    pub event: Option<&'static str>,
+    pub event: Option<RepoEvent>,
 }
 
 /// Reads source and destination for one configured repository pair.
@@ -57,10 +58,7 @@ pub struct Scanner<'a> {
 impl Scanner<'_> {
     /// Makes sure the destination repository can receive images and lists what it holds.
     /// `Ok(None)` means the repository is skipped (refresh mode and it does not exist).
-    pub async fn prepare_destination(
-        &self,
-        repo: &RepoSync,
-    ) -> Result<Option<Destination>, String> {
+    pub async fn prepare_destination(&self, repo: &RepoSync) -> Result<Option<DstRepo>, String> {
         let dst_repo = &repo.destination;
         if self.registries.is_ecr(self.dst_host) {
             let Some((immutable, event)) = self.ensure_ecr_repository(dst_repo).await? else {
@@ -84,20 +82,20 @@ impl Scanner<'_> {
                     }
                 }
             };
-            return Ok(Some(Destination {
+            return Ok(Some(DstRepo {
                 tags,
                 immutable,
                 event,
             }));
         }
         match self.registry_tags(dst_repo).await? {
-            Some(tags) => Ok(Some(Destination {
+            Some(tags) => Ok(Some(DstRepo {
                 tags: DstTags::Names(tags),
                 immutable: false,
                 event: None,
             })),
             None if self.config.mode == Mode::Refresh => Ok(None),
-            None => Ok(Some(Destination {
+            None => Ok(Some(DstRepo {
                 tags: DstTags::Names(HashSet::new()),
                 immutable: false,
                 event: None,
@@ -126,7 +124,7 @@ impl Scanner<'_> {
     async fn ensure_ecr_repository(
         &self,
         dst_repo: &str,
-    ) -> Result<Option<(bool, Option<&'static str>)>, String> {
+    ) -> Result<Option<(bool, Option<RepoEvent>)>, String> {
         let host = is_ecr_host(self.dst_host).expect("checked by is_ecr");
         let ecr = self.registries.ecr().await;
         let info = ecr
@@ -139,12 +137,12 @@ impl Scanner<'_> {
         let immutable = self.config.repo_defaults.tag_immutability;
         match self.config.mode {
             Mode::Refresh => Ok(None),
-            Mode::Create if self.dry_run => Ok(Some((immutable, Some("would_create")))),
+            Mode::Create if self.dry_run => Ok(Some((immutable, Some(RepoEvent::WouldCreate)))),
             Mode::Create => {
                 ecr.create_repository(&host, dst_repo, &self.config.repo_defaults)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(Some((immutable, Some("created"))))
+                Ok(Some((immutable, Some(RepoEvent::Created))))
             }
         }
     }

@@ -1,19 +1,22 @@
-//! The `sync` and `validate` commands.
+//! `sync` (one machine: plan and copy in this process) and `validate`.
 
+use super::retry_policy;
 use crate::cli::SyncArgs;
-use crate::exit;
 use crate::progress::ProgressLine;
 use anyhow::Context;
-use ecr_sync::config;
+use ecr_sync::aws::Aws;
+use ecr_sync::config_source;
+use ecr_sync::console::{exit, shutdown_signal};
 use ecr_sync::ledger::Ledger;
-use ecr_sync::retry::RetryPolicy;
 use ecr_sync::sync::{self, Outcome, Progress, SyncOptions, SyncReport};
+use ecr_sync::vocab::{RepoEvent, RunState};
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `validate`: load the config, print every problem. Exit 0 or 2.
 pub async fn run_validate(location: &str) -> u8 {
-    match config::load(location).await {
+    match config_source::load(location, &Aws::new()).await {
         Ok(c) => {
             println!(
                 "{location}: valid ({} repositories, mode {:?})",
@@ -29,9 +32,11 @@ pub async fn run_validate(location: &str) -> u8 {
     }
 }
 
-/// `sync`: load, run, print the summary, write the report. Returns the exit code.
+/// `sync`: load, run until done or a signal, print the summary, write the report. Returns the
+/// exit code.
 pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8> {
-    let cfg = match config::load(&args.config).await {
+    let aws = Aws::new();
+    let cfg = match config_source::load(&args.config, &aws).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -51,16 +56,20 @@ pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8>
         dry_run: args.dry_run,
         jobs: args.concurrency.map(usize::from),
         config_source: args.config.clone(),
-        // Millisecond backoff for the test suite; undocumented for users on purpose.
-        retry: if std::env::var_os("ECR_SYNC_FAST_RETRY").is_some() {
-            RetryPolicy::fast()
-        } else {
-            RetryPolicy::default()
-        },
+        retry: retry_policy(),
+        stop_timeout: Duration::from_secs(args.stop_timeout_seconds),
     };
     let progress = Arc::new(Progress::default());
     let line = show_progress.then(|| ProgressLine::start(progress.clone()));
-    let result = sync::run(&cfg, &opts, ledger.as_ref(), &progress).await;
+    let result = sync::run(
+        cfg,
+        aws,
+        &opts,
+        ledger.as_ref(),
+        &progress,
+        shutdown_signal(),
+    )
+    .await;
     if let Some(l) = line {
         l.finish().await;
     }
@@ -82,7 +91,9 @@ pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8>
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     println!("{}", report.summary());
-    Ok(if report.has_failures() {
+    Ok(if report.state == RunState::Interrupted {
+        exit::INTERRUPTED
+    } else if report.has_failures() {
         exit::JOBS_FAILED
     } else {
         exit::OK
@@ -119,7 +130,7 @@ fn print_failures(report: &SyncReport) {
     for r in report
         .repositories
         .iter()
-        .filter(|r| r.event == "failed" || r.event == "skipped")
+        .filter(|r| matches!(r.event, RepoEvent::Failed | RepoEvent::Skipped))
     {
         eprintln!("repository {} {}{}", r.source, r.event, reason(&r.reason));
     }
@@ -128,7 +139,7 @@ fn print_failures(report: &SyncReport) {
             "failed {} -> {} [{}]{}",
             j.source,
             j.destination,
-            j.error_class.as_deref().unwrap_or("error"),
+            j.error_class.map(|c| c.as_str()).unwrap_or("error"),
             reason(&j.reason)
         );
     }

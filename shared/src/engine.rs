@@ -1,0 +1,140 @@
+//! Running one job — the one function both modes call: find what the destination tag holds,
+//! decide (up to date, immutable conflict, copy), copy the image, and say how it ended as a typed
+//! [`JobOutcome`]. Claiming, recording and acknowledging the job are the caller's (the in-process
+//! runners of `sync`, the fleet worker).
+
+use crate::config::Config;
+use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy};
+use crate::job::{Destination, JobError, JobOutcome, PlannedJob};
+use crate::registries::Registries;
+use crate::retry::RetryPolicy;
+use crate::vocab::ErrorClass;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// Blob knowledge (which repositories hold which blobs) is dropped past this many entries, so a
+/// long-lived worker stays small; forgetting only costs a HEAD or a mount later.
+const MAX_KNOWN_BLOBS: usize = 100_000;
+
+/// One config and what copying under it needs: registry clients and one single-flight blob
+/// mover per destination registry.
+pub struct Engine {
+    /// The config.
+    pub config: Config,
+    /// Registry clients for the hosts it names.
+    pub registries: Registries,
+    retry: RetryPolicy,
+    movers: Mutex<HashMap<String, Arc<BlobMover>>>,
+    /// Bytes streamed, for progress.
+    pub bytes: Arc<AtomicU64>,
+}
+
+impl Engine {
+    /// An engine for `config`; `aws` is the process's one set of AWS settings.
+    pub fn new(config: Config, retry: RetryPolicy, aws: crate::aws::Aws) -> Engine {
+        Engine {
+            registries: Registries::new(&config, retry.clone(), aws),
+            config,
+            retry,
+            movers: Mutex::new(HashMap::new()),
+            bytes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The blob mover for one destination registry (single-flight across this engine's jobs).
+    pub fn mover(&self, dst_host: &str) -> Arc<BlobMover> {
+        let mut movers = self.movers.lock().unwrap();
+        let fresh = || {
+            Arc::new(BlobMover::new(
+                self.config.concurrency.blobs,
+                self.retry.clone(),
+                self.bytes.clone(),
+            ))
+        };
+        let mover = movers
+            .entry(dst_host.to_string())
+            .or_insert_with(fresh)
+            .clone();
+        if mover.known_blobs() > MAX_KNOWN_BLOBS {
+            let replacement = fresh();
+            movers.insert(dst_host.to_string(), replacement.clone());
+            return replacement;
+        }
+        mover
+    }
+
+    /// Runs one job. With `dry_run`, stops at the decision and reports what it would copy.
+    pub async fn run(&self, planned: &PlannedJob, dry_run: bool) -> JobOutcome {
+        match self.try_run(planned, dry_run).await {
+            Ok(outcome) => outcome,
+            Err(e) => JobOutcome::Failed(e),
+        }
+    }
+
+    async fn try_run(&self, planned: &PlannedJob, dry_run: bool) -> Result<JobOutcome, JobError> {
+        let job = &planned.job;
+        let setup = |e: crate::registries::SetupError| JobError::new(ErrorClass::Setup, e.0);
+        let src = self
+            .registries
+            .get(&job.source_registry)
+            .await
+            .map_err(setup)?;
+        let dst = self
+            .registries
+            .get(&job.destination_registry)
+            .await
+            .map_err(setup)?;
+        let Some(digest) = &job.source_digest else {
+            return Err(JobError::new(
+                ErrorClass::BadMessage,
+                "the job has no source digest",
+            ));
+        };
+        let (src_repo, dst_repo, tag) = (&job.source_repo, &job.destination_repo, &job.tag);
+        let existing = match &planned.destination {
+            Destination::Unchecked => dst.head_manifest(dst_repo, tag).await?,
+            Destination::Absent => None,
+            Destination::Holds(d) => Some(d.clone()),
+        };
+        match decide(digest, existing.as_ref(), planned.immutable_tags) {
+            Decision::UpToDate => return Ok(JobOutcome::UpToDate),
+            Decision::ImmutableConflict { existing } => {
+                return Err(CopyError::ImmutableTag {
+                    tag: tag.clone(),
+                    existing: existing.to_string(),
+                    wanted: digest.to_string(),
+                }
+                .into())
+            }
+            Decision::Copy if dry_run => return Ok(JobOutcome::WouldCopy),
+            Decision::Copy => {}
+        }
+        let manifest = match &planned.manifest {
+            Some(m) => m.clone(),
+            None => src
+                .get_manifest(src_repo, digest.as_str())
+                .await?
+                .ok_or_else(|| {
+                    JobError::new(
+                        ErrorClass::NotFound,
+                        format!(
+                            "{}/{src_repo}@{digest} no longer exists at the source",
+                            job.source_registry
+                        ),
+                    )
+                })?,
+        };
+        let mover = self.mover(&job.destination_registry);
+        let copy = ImageCopy {
+            src: &src,
+            src_repo,
+            dst: &dst,
+            dst_repo,
+            probe: planned.dst_may_hold_blobs || existing.is_some(),
+            blobs: &mover,
+        };
+        let bytes = copy.run(&manifest, tag).await?;
+        Ok(JobOutcome::Copied { bytes })
+    }
+}

@@ -1,0 +1,275 @@
+//! The planning stream — one for both modes. Per configured repository (a few at once): make the
+//! destination ready (create or skip it per `mode`), list the source tags the globs select,
+//! resolve each tag's digest, compare with the destination, and hand the result to a
+//! [`JobSink`] a chunk at a time. `plan` sinks into the DynamoDB ledger and SQS; `sync` sinks
+//! into a bounded in-process queue that its runners drain. Memory holds one repository's tag
+//! names and one chunk, never the whole plan; a slow sink slows planning down.
+
+mod scan;
+
+pub use scan::{DstRepo, DstTags, Scanner, REFRESH_SKIP};
+
+use crate::config::{Config, RepoSync};
+use crate::copy::{decide, Decision};
+use crate::digest::Digest;
+use crate::job::{CopyJob, Destination, JobError, PlannedJob};
+use crate::registries::Registries;
+use crate::registry::{Manifest, Registry};
+use crate::vocab::{ErrorClass, RepoEvent};
+use futures_util::{StreamExt, TryStreamExt};
+use std::future::Future;
+use std::sync::Mutex;
+use tracing::Instrument;
+
+/// Repositories planned at once. Listing is cheap; the runners bound the real work.
+const REPO_PARALLELISM: usize = 4;
+/// Tags of one repository resolved and compared at once (manifest requests).
+const RESOLVE_PARALLELISM: usize = 16;
+/// Per-tag errors quoted in a repository's reason; the rest are counted.
+const QUOTED_ERRORS: usize = 3;
+
+/// How a tag's digest is found when the listing did not give it (the registry API lists names
+/// only; ECR's DescribeImages gives digests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// HEAD the manifest: smallest answer; the runner GETs it again if it copies (the fleet,
+    /// where the runner is another process).
+    Head,
+    /// GET the manifest and hand it to the runner: a copy needs the body anyway, so a warm run
+    /// costs one source request per tag and a cold one does not read it twice (one machine).
+    Get,
+}
+
+/// What planning found for one tag.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    /// It must be copied (or the runner must look: an immutable conflict is also a job, so it
+    /// is recorded with its reason rather than vanishing here).
+    Copy(PlannedJob),
+    /// The destination already holds the source digest.
+    UpToDate(CopyJob),
+    /// The tag could not be resolved.
+    Failed(CopyJob, JobError),
+}
+
+/// Where planned jobs go: the fleet's ledger and queue, or the in-process queue of `sync`.
+pub trait JobSink: Sync {
+    /// Why a chunk could not be handed on; stops planning.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Tags planned per call: the fleet batches its ledger and queue writes, the in-process
+    /// queue takes them as they come.
+    const CHUNK: usize;
+    /// Takes one chunk, returning when it is safely handed on (recorded and sent, or queued).
+    fn put(&self, chunk: Vec<Planned>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Learns how many tags a repository selected, before they are planned (progress).
+    fn selected(&self, _tags: usize) {}
+}
+
+/// What planning did with one configured repository pair.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RepoPlan {
+    /// `host/repo` at the source.
+    pub source: String,
+    /// Destination repository.
+    pub destination: String,
+    /// Tags handed on as jobs.
+    pub planned: u64,
+    /// Tags already equal at the destination.
+    pub up_to_date: u64,
+    /// Tags that could not be resolved.
+    #[serde(default)]
+    pub failed: u64,
+    /// What happened to the repository.
+    pub event: Option<RepoEvent>,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+}
+
+impl RepoPlan {
+    /// Whether the repository itself failed before any tag was planned (tag failures are
+    /// counted in `failed` and, in one-machine runs, reported as failed jobs).
+    pub fn failed_whole(&self) -> bool {
+        self.event == Some(RepoEvent::Failed) && self.planned + self.up_to_date + self.failed == 0
+    }
+}
+
+/// What planning reads with: the config, the registry clients and the destination.
+pub struct PlanContext<'a> {
+    /// The config.
+    pub config: &'a Config,
+    /// Registry clients and the ECR API.
+    pub registries: &'a Registries,
+    /// Destination registry host.
+    pub dst_host: &'a str,
+    /// Destination registry client.
+    pub dst: &'a Registry,
+    /// How tags are resolved.
+    pub resolve: Resolve,
+    /// Read only: never create repositories.
+    pub dry_run: bool,
+}
+
+/// Plans every configured repository into `sink`. Repository problems are recorded in the
+/// returned plans; a sink error stops planning and comes back next to the plans made until then.
+pub async fn plan_all<S: JobSink>(
+    ctx: &PlanContext<'_>,
+    sink: &S,
+) -> (Vec<RepoPlan>, Result<(), S::Error>) {
+    let plans = Mutex::new(Vec::with_capacity(ctx.config.repos.len()));
+    let result = futures_util::stream::iter(ctx.config.repos.iter().map(Ok))
+        .try_for_each_concurrent(REPO_PARALLELISM, |repo| async {
+            let span =
+                tracing::info_span!("repo", src = %repo.source_ref(), dst = %repo.destination);
+            let plan = ctx.repo(repo, sink).instrument(span).await?;
+            plans.lock().unwrap().push(plan);
+            Ok(())
+        })
+        .await;
+    (plans.into_inner().unwrap(), result)
+}
+
+impl PlanContext<'_> {
+    fn scanner(&self) -> Scanner<'_> {
+        Scanner {
+            config: self.config,
+            registries: self.registries,
+            dst_host: self.dst_host,
+            dst: self.dst,
+            dry_run: self.dry_run,
+        }
+    }
+
+    async fn repo<S: JobSink>(&self, repo: &RepoSync, sink: &S) -> Result<RepoPlan, S::Error> {
+        let mut plan = RepoPlan {
+            source: repo.source_ref(),
+            destination: repo.destination.clone(),
+            ..Default::default()
+        };
+        let give_up = |mut plan: RepoPlan, event: RepoEvent, reason: String| {
+            plan.event = Some(event);
+            plan.reason = Some(reason);
+            Ok(plan)
+        };
+        let scanner = self.scanner();
+        let dest = match scanner.prepare_destination(repo).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return give_up(plan, RepoEvent::Skipped, REFRESH_SKIP.into()),
+            Err(reason) => return give_up(plan, RepoEvent::Failed, reason),
+        };
+        let tags = match scanner.source_tags(repo).await {
+            Ok(t) => t,
+            Err(reason) => return give_up(plan, RepoEvent::Failed, reason),
+        };
+        let src = match self.registries.get(&repo.source.registry).await {
+            Ok(s) => s,
+            Err(e) => return give_up(plan, RepoEvent::Failed, e.to_string()),
+        };
+        sink.selected(tags.len());
+        let may_hold = !dest.tags.is_empty();
+        let mut chunks = futures_util::stream::iter(tags)
+            .map(|(tag, hint)| self.tag(repo, &src, &dest, may_hold, tag, hint))
+            .buffered(RESOLVE_PARALLELISM)
+            .chunks(S::CHUNK);
+        let mut quoted = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            for p in &chunk {
+                match p {
+                    Planned::Copy(_) => plan.planned += 1,
+                    Planned::UpToDate(_) => plan.up_to_date += 1,
+                    Planned::Failed(job, e) => {
+                        plan.failed += 1;
+                        if quoted.len() < QUOTED_ERRORS {
+                            quoted.push(format!("{}: {}", job.tag, e.reason));
+                        }
+                    }
+                }
+            }
+            sink.put(chunk).await?;
+        }
+        plan.event = Some(dest.event.unwrap_or(RepoEvent::Planned));
+        if plan.failed > 0 {
+            plan.event = Some(RepoEvent::Failed);
+            plan.reason = Some(format!(
+                "{} tags could not be resolved: {}",
+                plan.failed,
+                quoted.join("; ")
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// Resolves one tag and compares it with the destination.
+    async fn tag(
+        &self,
+        repo: &RepoSync,
+        src: &Registry,
+        dest: &DstRepo,
+        may_hold: bool,
+        tag: String,
+        hint: Option<Digest>,
+    ) -> Planned {
+        let mut job = CopyJob {
+            source_registry: repo.source.registry.clone(),
+            source_repo: repo.source.repository.clone(),
+            tag,
+            source_digest: hint,
+            destination_registry: self.dst_host.to_string(),
+            destination_repo: repo.destination.clone(),
+        };
+        let resolved = self.resolve(src, &job).await;
+        let (digest, manifest) = match resolved {
+            Ok(r) => r,
+            Err(e) => return Planned::Failed(job, e),
+        };
+        job.source_digest = Some(digest.clone());
+        let existing = match self
+            .scanner()
+            .destination_digest(&repo.destination, &dest.tags, &job.tag)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => return Planned::Failed(job, e.into()),
+        };
+        if decide(&digest, existing.as_ref(), dest.immutable) == Decision::UpToDate {
+            return Planned::UpToDate(job);
+        }
+        Planned::Copy(PlannedJob {
+            job,
+            immutable_tags: dest.immutable,
+            dst_may_hold_blobs: may_hold,
+            destination: match existing {
+                Some(d) => Destination::Holds(d),
+                None => Destination::Absent,
+            },
+            manifest,
+        })
+    }
+
+    /// The tag's digest (the listing's, or asked per [`Resolve`]) and the manifest if read.
+    async fn resolve(
+        &self,
+        src: &Registry,
+        job: &CopyJob,
+    ) -> Result<(Digest, Option<Manifest>), JobError> {
+        if let Some(d) = &job.source_digest {
+            return Ok((d.clone(), None));
+        }
+        let gone = || {
+            JobError::new(
+                ErrorClass::NotFound,
+                format!("{} was removed while planning", job.source_ref()),
+            )
+        };
+        match self.resolve {
+            Resolve::Head => {
+                let d = src.head_manifest(&job.source_repo, &job.tag).await?;
+                Ok((d.ok_or_else(gone)?, None))
+            }
+            Resolve::Get => {
+                let m = src.get_manifest(&job.source_repo, &job.tag).await?;
+                let m = m.ok_or_else(gone)?;
+                Ok((m.digest.clone(), Some(m)))
+            }
+        }
+    }
+}
