@@ -4,7 +4,7 @@
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   alarm_name          = "${var.namespace}-dlq-not-empty"
-  alarm_description   = "ecr-sync ${var.namespace}: jobs failed permanently; inspect with `ecr-sync-planner dlq list`"
+  alarm_description   = "ecr-sync ${var.namespace}: jobs failed permanently; inspect with `ecr-sync dlq list`"
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = aws_sqs_queue.dlq.name }

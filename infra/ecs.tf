@@ -104,7 +104,8 @@ locals {
     (local.env.log_format)   = "json"
   }
   worker_environment = merge(local.common_environment, {
-    (local.env.drain) = tostring(var.worker_drain_seconds)
+    (local.env.drain)        = tostring(var.worker_drain_seconds)
+    (local.env.job_deadline) = tostring(var.worker_job_deadline_seconds)
   })
 
   secrets = [for k, arn in var.task_secrets : { name = k, valueFrom = arn }]

@@ -6,15 +6,16 @@ locals {
   # Environment variable names the binaries read (test/env-names.txt lists the
   # same names; the apply test compares both with the task definitions).
   env = {
-    config       = "ECR_SYNC_CONFIG"        # s3://bucket/key of the config JSON
-    queue_url    = "ECR_SYNC_QUEUE_URL"     # jobs queue
-    dlq_url      = "ECR_SYNC_DLQ_URL"       # dead-letter queue
-    ledger_table = "ECR_SYNC_LEDGER_TABLE"  # DynamoDB ledger table name
-    log_format   = "ECR_SYNC_LOG_FORMAT"    # "json" in ECS
-    drain        = "ECR_SYNC_DRAIN_SECONDS" # worker drain deadline, < stopTimeout
+    config       = "ECR_SYNC_CONFIG"               # s3://bucket/key of the config JSON
+    queue_url    = "ECR_SYNC_QUEUE_URL"            # jobs queue
+    dlq_url      = "ECR_SYNC_DLQ_URL"              # dead-letter queue
+    ledger_table = "ECR_SYNC_LEDGER_TABLE"         # DynamoDB ledger table name
+    log_format   = "ECR_SYNC_LOG_FORMAT"           # "json" in ECS
+    drain        = "ECR_SYNC_DRAIN_SECONDS"        # worker drain deadline, < stopTimeout
+    job_deadline = "ECR_SYNC_JOB_DEADLINE_SECONDS" # longest job; visibility covers it
   }
 
-  planner_command = ["ecr-sync-planner", "plan"]
+  planner_command = ["ecr-sync", "plan"]
   worker_command  = ["ecr-sync-worker"]
 
   # DynamoDB ledger schema the code uses.

@@ -106,7 +106,7 @@ output "worker_log_group_name" {
 }
 
 output "environment" {
-  description = "Environment variables passed to the worker task (the planner gets the same minus ECR_SYNC_DRAIN_SECONDS)."
+  description = "Environment variables passed to the worker task (the planner gets the same minus the worker-only ECR_SYNC_DRAIN_SECONDS and ECR_SYNC_JOB_DEADLINE_SECONDS)."
   value       = local.worker_environment
 }
 

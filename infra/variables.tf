@@ -14,7 +14,7 @@ variable "namespace" {
 }
 
 variable "task_image_uri" {
-  description = "Image repository URI of the ecr-sync container (holds both ecr-sync-planner and ecr-sync-worker), without the tag, e.g. 111122223333.dkr.ecr.us-east-1.amazonaws.com/ecr-sync."
+  description = "Image repository URI of the ecr-sync container (holds both ecr-sync and ecr-sync-worker), without the tag, e.g. 111122223333.dkr.ecr.us-east-1.amazonaws.com/ecr-sync."
   type        = string
   default     = null
 

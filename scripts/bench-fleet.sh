@@ -36,18 +36,18 @@ jobs=$((REPOS * TAGS))
 start_registry SYNCDST
 sync_config "$WORK/sync.json" "$REG_SRC" "$REG_SYNCDST" "${repos[@]}"
 t0=$(now)
-$BIN/ecr-sync-planner sync --config "$WORK/sync.json" --ledger "$WORK/l.db" --concurrency "$CONCURRENCY" --no-progress >"$WORK/sync.log" 2>&1 || { tail -5 "$WORK/sync.log"; exit 1; }
+$BIN/ecr-sync sync --config "$WORK/sync.json" --ledger "$WORK/l.db" --concurrency "$CONCURRENCY" --no-progress >"$WORK/sync.log" 2>&1 || { tail -5 "$WORK/sync.log"; exit 1; }
 sync_s=$(elapsed "$t0" "$(now)")
 
 # Jobs that ended well: succeeded, or skipped (a redelivered job whose copy had already landed).
-finished() { $BIN/ecr-sync-planner status "$1" --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)["states"]; print(s.get("succeeded", 0) + s.get("skipped", 0))'; }
+finished() { $BIN/ecr-sync status "$1" --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)["states"]; print(s.get("succeeded", 0) + s.get("skipped", 0))'; }
 
 declare -A fleet_s plan_s moto_cpu
 round=0
 for w in $WORKERS; do
   round=$((round + 1))
   curl -fsS -X POST "$AWS_ENDPOINT_URL/moto-api/reset" >/dev/null
-  eval "$($BIN/ecr-sync-planner bootstrap --name "bench$round")"
+  eval "$($BIN/ecr-sync bootstrap --name "bench$round")"
   export ECR_SYNC_QUEUE_URL ECR_SYNC_DLQ_URL ECR_SYNC_LEDGER_TABLE
   start_registry "DST$round"
   dst_var="REG_DST$round"
@@ -61,7 +61,7 @@ for w in $WORKERS; do
   done
   sleep 1
   t0=$(now); moto0=$(cpu_s "$moto_pid")
-  run=$($BIN/ecr-sync-planner plan --json 2>"$WORK/plan$round.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+  run=$($BIN/ecr-sync plan --json 2>"$WORK/plan$round.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
   plan_s[$w]=$(elapsed "$t0" "$(now)")
   deadline=$(( $(date +%s) + 600 ))
   until [ "$(finished "$run")" -ge "$jobs" ]; do

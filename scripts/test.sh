@@ -29,7 +29,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 
-export ECR_SYNC_PLANNER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ecr-sync-planner"
+export ECR_SYNC_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ecr-sync"
 if [ -x infra/test/run.sh ]; then
   infra/test/run.sh 2>&1 | tee -a "$log"
 fi

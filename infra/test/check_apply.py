@@ -177,7 +177,7 @@ def container(td_arn):
 def task_commands():
     _, p = container(out["planner_task_definition_arn"])
     _, w = container(out["worker_task_definition_arn"])
-    if p["command"] != ["ecr-sync-planner", "plan"]:
+    if p["command"] != ["ecr-sync", "plan"]:
         return f"planner command {p['command']}"
     if w["command"] != ["ecr-sync-worker"]:
         return f"worker command {w['command']}"
@@ -214,6 +214,17 @@ def drain_below_stop_timeout():
     env = {e["name"]: e["value"] for e in w["environment"]}
     drain, stop = int(env["ECR_SYNC_DRAIN_SECONDS"]), int(w["stopTimeout"])
     return None if drain < stop else f"drain {drain} >= stopTimeout {stop}"
+
+
+def job_deadline_reaches_the_worker():
+    _, w = container(out["worker_task_definition_arn"])
+    env = {e["name"]: e["value"] for e in w["environment"]}
+    deadline = int(env.get("ECR_SYNC_JOB_DEADLINE_SECONDS", "0"))
+    attrs = sqs.get_queue_attributes(QueueUrl=out["jobs_queue_url"], AttributeNames=["VisibilityTimeout"])["Attributes"]
+    visibility = int(attrs["VisibilityTimeout"])
+    if deadline != 900:
+        return f"ECR_SYNC_JOB_DEADLINE_SECONDS {deadline} (want worker_job_deadline_seconds 900)"
+    return None if visibility == deadline + int(w["stopTimeout"]) else f"visibility {visibility} != deadline {deadline} + stopTimeout"
 
 
 def worker_service():
@@ -269,10 +280,11 @@ def worker_iam_scoped():
 
 
 check("worker IAM: pull only on the source repos, push/create only on the destinations", worker_iam_scoped)
-check("task definitions: planner runs `ecr-sync-planner plan`, worker `ecr-sync-worker`, same image", task_commands)
+check("task definitions: planner runs `ecr-sync plan`, worker `ecr-sync-worker`, same image", task_commands)
 check("task definitions set exactly the env names in test/env-names.txt", task_env_names)
 check("worker env values point at the created queue, DLQ, table and config", task_env_values)
 check("worker ECR_SYNC_DRAIN_SECONDS < stopTimeout", drain_below_stop_timeout)
+check("worker ECR_SYNC_JOB_DEADLINE_SECONDS is worker_job_deadline_seconds; visibility = it + stopTimeout", job_deadline_reaches_the_worker)
 check("task_secrets reach both containers; execution role reads exactly that secret", task_secrets)
 check("worker service on Fargate starts at 0 tasks", worker_service)
 

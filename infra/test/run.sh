@@ -13,7 +13,7 @@
 # and docker-registry (Debian package docker-registry) on PATH.
 # Environment:
 #   ECR_SYNC_VENV         virtualenv for moto, checkov, boto3 (default infra/.venv)
-#   ECR_SYNC_PLANNER_BIN  planner binary (default target/{debug,release}/ecr-sync-planner);
+#   ECR_SYNC_BIN  planner binary (default target/{debug,release}/ecr-sync);
 #                         ecr-sync-worker and ecr-sync-testkit are taken from its folder
 #   TF_TIMEOUT            seconds allowed per terraform apply/plan/destroy (default 900)
 # Prints `infra: N passed, M failed` last; exits 1 if anything failed.
@@ -127,14 +127,14 @@ fi
 PY="$VENV/bin/python"
 
 # The binaries: the planner, and the worker and testkit built next to it.
-PLANNER=${ECR_SYNC_PLANNER_BIN:-}
+PLANNER=${ECR_SYNC_BIN:-}
 if [ -z "$PLANNER" ]; then
-  for candidate in "$REPO/target/debug/ecr-sync-planner" "$REPO/target/release/ecr-sync-planner"; do
+  for candidate in "$REPO/target/debug/ecr-sync" "$REPO/target/release/ecr-sync"; do
     [ -x "$candidate" ] && PLANNER=$candidate && break
   done
 fi
-if [ -n "${ECR_SYNC_PLANNER_BIN:-}" ] && [ ! -x "$PLANNER" ]; then
-  fail "ECR_SYNC_PLANNER_BIN=$PLANNER is not an executable file"
+if [ -n "${ECR_SYNC_BIN:-}" ] && [ ! -x "$PLANNER" ]; then
+  fail "ECR_SYNC_BIN=$PLANNER is not an executable file"
   PLANNER=""
 fi
 WORKER=""
@@ -376,7 +376,7 @@ if [ -n "$PLANNER" ]; then
   check "planner validate accepts the config the apply wrote to S3" planner_accepts "$WORK/applied-config.json"
   check "planner validate rejects an invalid config with exit 2" planner_rejects
 else
-  echo "SKIPPED: planner binary not built (looked for ECR_SYNC_PLANNER_BIN, target/debug and target/release)"
+  echo "SKIPPED: planner binary not built (looked for ECR_SYNC_BIN, target/debug and target/release)"
 fi
 
 ################################################################################
@@ -467,7 +467,7 @@ fleet_env_names_read() {
   local bad=0 which names name
   for which in planner worker; do
     if [ "$which" = planner ]; then
-      names=$(help_env_names "$PLANNER" plan) || return 1 # the planner task runs `ecr-sync-planner plan`
+      names=$(help_env_names "$PLANNER" plan) || return 1 # the planner task runs `ecr-sync plan`
     else
       names=$(help_env_names "$WORKER") || return 1
     fi
@@ -477,8 +477,8 @@ fleet_env_names_read() {
   done
   diff <(json_get "$WORK/outputs.json" '"\n".join(f"{k}={v}" for k, v in sorted(j["module"]["value"]["environment"].items()))') \
     <(sort "$WORK/task-env.worker") || { echo "output environment (<) differs from the worker task definition (>)"; bad=1; }
-  diff <(grep -v '^ECR_SYNC_DRAIN_SECONDS=' "$WORK/task-env.worker" | sort) <(sort "$WORK/task-env.planner") ||
-    { echo "planner env differs from the worker's minus ECR_SYNC_DRAIN_SECONDS"; bad=1; }
+  diff <(grep -Ev '^ECR_SYNC_(DRAIN|JOB_DEADLINE)_SECONDS=' "$WORK/task-env.worker" | sort) <(sort "$WORK/task-env.planner") ||
+    { echo "planner env differs from the worker's minus its worker-only settings"; bad=1; }
   [ "$bad" = 0 ]
 }
 
