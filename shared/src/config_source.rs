@@ -5,7 +5,7 @@
 //! config against the process's working directory.
 
 use crate::aws::Aws;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Files};
 use std::path::Path;
 
 /// Loads and validates the config at `location`: a local path or `s3://bucket/key`.
@@ -30,7 +30,11 @@ pub async fn load_versioned(location: &str, aws: &Aws) -> Result<(Config, String
             .await
             .map_err(|message| ConfigError::unreadable(location, message))?;
         let text = utf8(location, bytes)?;
-        return Ok((Config::from_json(&text, location, None)?, version));
+        let files = Files {
+            base_dir: None,
+            readable: &readable_file,
+        };
+        return Ok((Config::from_json(&text, location, files)?, version));
     }
     if location.is_empty() {
         return Err(ConfigError::unreadable(
@@ -49,8 +53,23 @@ pub async fn load_versioned(location: &str, aws: &Aws) -> Result<(Config, String
         .map_err(|err| ConfigError::unreadable(location, err.to_string()))?;
     let version = format!("sha256:{}", &crate::digest::Digest::of(&bytes).hex()[..16]);
     let text = utf8(location, bytes)?;
-    let base_dir = Path::new(location).parent();
-    Ok((Config::from_json(&text, location, base_dir)?, version))
+    let files = Files {
+        base_dir: Path::new(location).parent(),
+        readable: &readable_file,
+    };
+    Ok((Config::from_json(&text, location, files)?, version))
+}
+
+/// Whether a file a config names (a CA bundle) exists, is a file, and can be opened.
+pub fn readable_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(format!("{shown:?} is not a file")),
+        Ok(_) => {}
+        Err(err) => return Err(format!("cannot read CA file {shown:?}: {err}")),
+    }
+    std::fs::File::open(path).map_err(|err| format!("cannot read CA file {shown:?}: {err}"))?;
+    Ok(())
 }
 
 /// Splits `bucket/key`; both parts must be non-empty.

@@ -31,8 +31,8 @@
 //! - `null` anywhere an optional field is allowed means "absent" (Terraform's `jsonencode` writes
 //!   nulls for unset optional attributes); unknown fields are errors.
 //! - `registries` endpoints are `scheme://host[:port]` with no trailing `/`; an `http://` endpoint
-//!   implies `plain_http`; `ca_file` existed and was readable at load time; credentials env names
-//!   come in pairs.
+//!   implies `plain_http`; `ca_file` passed the loader's readable-file check; credentials env
+//!   names come in pairs.
 
 mod error;
 mod names;
@@ -197,18 +197,26 @@ impl Default for Concurrency {
     }
 }
 
+/// The files a config names (`ca_file`), as validation sees them: where relative paths start,
+/// and the caller's check that a file can be read. The check is the caller's I/O
+/// ([`crate::config_source::readable_file`]), so validation itself reads nothing and still
+/// reports an unreadable file next to every other problem.
+#[derive(Clone, Copy)]
+pub struct Files<'a> {
+    /// The directory relative `ca_file` paths are resolved against (`None`: the process's
+    /// working directory).
+    pub base_dir: Option<&'a Path>,
+    /// `Ok` when the file at the path can be read, else why not.
+    pub readable: &'a dyn Fn(&Path) -> Result<(), String>,
+}
+
 impl Config {
-    /// Parses and validates a config. `source_name` names it in errors; `base_dir` is the
-    /// directory relative `ca_file` paths are resolved against (`None`: the process's working
-    /// directory). Reports every problem at once.
-    pub fn from_json(
-        text: &str,
-        source_name: &str,
-        base_dir: Option<&Path>,
-    ) -> Result<Config, ConfigError> {
+    /// Parses and validates a config. `source_name` names it in errors; `files` resolves and
+    /// checks the files it names. Reports every problem at once.
+    pub fn from_json(text: &str, source_name: &str, files: Files) -> Result<Config, ConfigError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| ConfigError::not_json(source_name, &e))?;
-        validate::validate(&value, base_dir).map_err(|p| ConfigError::invalid(source_name, p))
+        validate::validate(&value, files).map_err(|p| ConfigError::invalid(source_name, p))
     }
 
     /// The settings for registry `host` (`host[:port]`): the configured entry, or the default.

@@ -1,15 +1,13 @@
 //! Validation of `registries`: per-registry endpoint, TLS, credentials and auth settings.
 //!
 //! Part of phase two (see `validate`): keys must be `host[:port]`; a `null` entry means default
-//! settings; `ca_file` is resolved against the config's directory and must be a readable file at
-//! validation time.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::names::{check_env_name, check_host, is_ecr_host, parse_endpoint};
 use super::raw::{quote, Obj, Problems, Reported};
-use super::RegistrySettings;
+use super::{Files, RegistrySettings};
 
 const REGISTRY_FIELDS: &[&str] = &[
     "endpoint",
@@ -21,11 +19,7 @@ const REGISTRY_FIELDS: &[&str] = &[
 ];
 
 /// Validates the `registries` map. Entries that are not objects are left out (and reported).
-pub fn registries(
-    top: &Obj,
-    base_dir: Option<&Path>,
-    p: &mut Problems,
-) -> BTreeMap<String, RegistrySettings> {
+pub fn registries(top: &Obj, files: Files, p: &mut Problems) -> BTreeMap<String, RegistrySettings> {
     let Ok(Some(entries)) = top.map("registries", p) else {
         return BTreeMap::new();
     };
@@ -38,7 +32,7 @@ pub fn registries(
             continue;
         };
         let settings = match settings {
-            Some(o) => registry(host, &o, base_dir, p),
+            Some(o) => registry(host, &o, files, p),
             None => RegistrySettings::default(),
         };
         out.insert(host.to_owned(), settings);
@@ -47,7 +41,7 @@ pub fn registries(
 }
 
 /// Validates one entry, keyed by `host`.
-fn registry(host: &str, o: &Obj, base_dir: Option<&Path>, p: &mut Problems) -> RegistrySettings {
+fn registry(host: &str, o: &Obj, files: Files, p: &mut Problems) -> RegistrySettings {
     let plain_http = o.bool("plain_http", p);
     let endpoint = match o.string("endpoint", p) {
         Ok(Some(endpoint)) => match parse_endpoint(endpoint) {
@@ -73,7 +67,7 @@ fn registry(host: &str, o: &Obj, base_dir: Option<&Path>, p: &mut Problems) -> R
         o.string("ca_file", p)
             .ok()
             .flatten()
-            .and_then(|file| match ca_file(file, base_dir) {
+            .and_then(|file| match ca_file(file, files) {
                 Ok(path) => Some(path),
                 Err(message) => {
                     p.add(&o.path("ca_file"), message);
@@ -125,22 +119,17 @@ fn registry(host: &str, o: &Obj, base_dir: Option<&Path>, p: &mut Problems) -> R
     }
 }
 
-/// Resolves `file` against `base_dir` when relative and checks that it is a readable file.
-fn ca_file(file: &str, base_dir: Option<&Path>) -> Result<PathBuf, String> {
+/// Resolves `file` against the base directory when relative and asks the caller's check
+/// whether it can be read.
+fn ca_file(file: &str, files: Files) -> Result<PathBuf, String> {
     if file.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    let path = match base_dir {
+    let path = match files.base_dir {
         Some(base) if Path::new(file).is_relative() => base.join(file),
         _ => PathBuf::from(file),
     };
-    let shown = path.display();
-    match std::fs::metadata(&path) {
-        Ok(meta) if !meta.is_file() => return Err(format!("{shown:?} is not a file")),
-        Ok(_) => {}
-        Err(err) => return Err(format!("cannot read CA file {shown:?}: {err}")),
-    }
-    std::fs::File::open(&path).map_err(|err| format!("cannot read CA file {shown:?}: {err}"))?;
+    (files.readable)(&path)?;
     Ok(path)
 }
 
@@ -150,7 +139,7 @@ mod tests {
 
     use serde_json::json;
 
-    use crate::config::tests::{one_problem, parse, ECR};
+    use crate::config::tests::{local_files, one_problem, parse, ECR};
     use crate::config::Config;
 
     #[test]
@@ -225,7 +214,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("certs")).unwrap();
         std::fs::write(dir.path().join("certs/ca.pem"), "pem").unwrap();
         let text = json!({"registries": {"reg.io": {"ca_file": "certs/ca.pem"}}}).to_string();
-        let config = Config::from_json(&text, "c.json", Some(dir.path())).unwrap();
+        let config = Config::from_json(&text, "c.json", local_files(Some(dir.path()))).unwrap();
         assert_eq!(
             config.registry("reg.io").ca_file,
             Some(dir.path().join("certs/ca.pem"))
@@ -233,9 +222,10 @@ mod tests {
         // Absolute paths are kept; relative ones without a base stay relative to the working directory.
         let abs = dir.path().join("certs/ca.pem");
         let text = json!({"registries": {"reg.io": {"ca_file": abs}}}).to_string();
-        let config = Config::from_json(&text, "c.json", Some(Path::new("/elsewhere"))).unwrap();
+        let config =
+            Config::from_json(&text, "c.json", local_files(Some(Path::new("/elsewhere")))).unwrap();
         assert_eq!(config.registry("reg.io").ca_file, Some(abs));
         let text = json!({"registries": {"reg.io": {"ca_file": "certs/ca.pem"}}}).to_string();
-        assert!(Config::from_json(&text, "c.json", None).is_err());
+        assert!(Config::from_json(&text, "c.json", local_files(None)).is_err());
     }
 }

@@ -4,10 +4,18 @@ use serde_json::json;
 
 use super::*;
 
+/// Files resolved against `base_dir` and checked on the local disk, as `config_source` does.
+pub(super) fn local_files(base_dir: Option<&Path>) -> Files<'_> {
+    Files {
+        base_dir,
+        readable: &crate::config_source::readable_file,
+    }
+}
+
 pub(super) const ECR: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
 
 pub(super) fn parse(value: serde_json::Value) -> Result<Config, ConfigError> {
-    Config::from_json(&value.to_string(), "test.json", None)
+    Config::from_json(&value.to_string(), "test.json", local_files(None))
 }
 
 /// The problems of an invalid config as `path: message` lines.
@@ -164,7 +172,7 @@ fn document_must_be_a_json_object() {
         problems(json!([])),
         ["(root): expected a JSON object, got array of 0 item(s)"]
     );
-    let err = Config::from_json("{\"mode\": ", "c.json", None).unwrap_err();
+    let err = Config::from_json("{\"mode\": ", "c.json", local_files(None)).unwrap_err();
     assert!(
         matches!(err.kind, ConfigErrorKind::NotJson { line: 1, .. }),
         "{err:?}"

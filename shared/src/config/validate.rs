@@ -5,8 +5,8 @@
 //! in document order: top-level unknown fields, then `mode`, `repos`, `repo_defaults`,
 //! `destination_registry`, `registries` (validated in `registries`), `concurrency`.
 
+use super::Files;
 use std::collections::HashMap;
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ const DEFAULTS_FIELDS: &[&str] = &[
 const CONCURRENCY_FIELDS: &[&str] = &["jobs", "blobs"];
 
 /// Validates a whole config document.
-pub fn validate(root: &Value, base_dir: Option<&Path>) -> Result<Config, Vec<Problem>> {
+pub fn validate(root: &Value, files: Files) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::default();
     if !root.is_object() {
         p.wrong_type("", "a JSON object", root);
@@ -52,7 +52,7 @@ pub fn validate(root: &Value, base_dir: Option<&Path>) -> Result<Config, Vec<Pro
         repos: repos(&top, &mut p),
         repo_defaults: repo_defaults(&top, &mut p),
         destination_registry: destination_registry(&top, &mut p),
-        registries: registries::registries(&top, base_dir, &mut p),
+        registries: registries::registries(&top, files, &mut p),
         concurrency: concurrency(&top, &mut p),
     };
     if p.0.is_empty() {
