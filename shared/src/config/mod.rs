@@ -37,7 +37,7 @@
 mod error;
 mod names;
 mod raw;
-mod registries;
+mod registry_settings;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::names::{check_destination, check_host, check_kms_key_arn, parse_source};
 use super::raw::{quote, Obj, Problems, Reported};
-use super::registries;
+use super::registry_settings;
 use super::{
     Concurrency, Config, Encryption, Mode, Problem, RepoDefaults, RepoSync, SourceRepo, MAX_BLOBS,
     MAX_JOBS,
@@ -52,7 +52,7 @@ pub fn validate(root: &Value, files: Files) -> Result<Config, Vec<Problem>> {
         repos: repos(&top, &mut p),
         repo_defaults: repo_defaults(&top, &mut p),
         destination_registry: destination_registry(&top, &mut p),
-        registries: registries::registries(&top, files, &mut p),
+        registries: registry_settings::registries(&top, files, &mut p),
         concurrency: concurrency(&top, &mut p),
     };
     if p.0.is_empty() {
