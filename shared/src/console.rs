@@ -36,14 +36,27 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// Sets up tracing on stderr: JSON when asked (production), text otherwise. `RUST_LOG` overrides
-/// the default level (`info`, or `warn` when `quiet`, e.g. while a progress bar is drawn).
+/// the default level (`info`, or `warn` when `quiet`).
 pub fn init_logging(format: LogFormat, quiet: bool) {
+    init_logging_to(format, quiet, std::io::stderr);
+}
+
+/// [`init_logging`] with log lines going to the writers `make_writer` returns instead of straight
+/// to stderr: the planner's progress bar passes one that clears the bar, prints the line and draws
+/// the bar again, so warnings and errors land above it (the bar is drawn on stderr, so colours
+/// still follow whether stderr is a terminal). Each event is formatted whole and written with one
+/// `write_all` on a fresh writer.
+pub fn init_logging_to<F, W>(format: LogFormat, quiet: bool, make_writer: F)
+where
+    F: Fn() -> W + Send + Sync + 'static,
+    W: std::io::Write,
+{
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(make_writer)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder

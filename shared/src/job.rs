@@ -1,10 +1,10 @@
 //! The unit of work: one tag of one source repository, copied to one destination repository;
-//! what planning knows about it when it is handed to a runner; and how running it ended.
+//! what planning knows about it when it is handed to a runner; how running it ended; and what
+//! planning did with a whole repository.
 
-use crate::copy::CopyError;
 use crate::digest::Digest;
-use crate::registry::{Manifest, RegistryError};
-use crate::vocab::ErrorClass;
+use crate::manifest::Manifest;
+use crate::vocab::{ErrorClass, RepoEvent};
 
 /// One (source repo, tag, source digest) → (destination repo, tag) copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,18 +108,6 @@ impl std::fmt::Display for JobError {
     }
 }
 
-impl From<CopyError> for JobError {
-    fn from(e: CopyError) -> JobError {
-        JobError::new(e.class(), e.to_string())
-    }
-}
-
-impl From<RegistryError> for JobError {
-    fn from(e: RegistryError) -> JobError {
-        CopyError::from(e).into()
-    }
-}
-
 /// How running a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -151,6 +139,34 @@ impl JobOutcome {
             JobOutcome::Failed(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// What planning did with one configured repository pair.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RepoPlan {
+    /// `host/repo` at the source.
+    pub source: String,
+    /// Destination repository.
+    pub destination: String,
+    /// Tags handed on as jobs.
+    pub planned: u64,
+    /// Tags already equal at the destination.
+    pub up_to_date: u64,
+    /// Tags that could not be resolved.
+    #[serde(default)]
+    pub failed: u64,
+    /// What happened to the repository.
+    pub event: Option<RepoEvent>,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+}
+
+impl RepoPlan {
+    /// Whether the repository itself failed before any tag was planned (tag failures are
+    /// counted in `failed` and, in one-machine runs, reported as failed jobs).
+    pub fn failed_whole(&self) -> bool {
+        self.event == Some(RepoEvent::Failed) && self.planned + self.up_to_date + self.failed == 0
     }
 }
 

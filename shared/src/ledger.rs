@@ -2,7 +2,6 @@
 //! a person) can see what happened. Writes are tiny and synchronous (WAL, `synchronous=NORMAL`).
 
 use crate::job::CopyJob;
-use crate::sync::SyncReport;
 use crate::vocab::{ErrorClass, JobState, RunState};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
@@ -57,6 +56,21 @@ pub struct JobRow<'a> {
     pub reason: Option<&'a str>,
     /// When (RFC 3339).
     pub at: &'a str,
+}
+
+/// How a run ended, for [`Ledger::finish_run`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunTotals {
+    /// `finished` or `interrupted`.
+    pub state: RunState,
+    /// Jobs copied.
+    pub copied: u64,
+    /// Jobs already up to date.
+    pub skipped: u64,
+    /// Jobs (and repositories) failed.
+    pub failed: u64,
+    /// Bytes streamed.
+    pub bytes: u64,
 }
 
 /// The SQLite ledger.
@@ -198,7 +212,7 @@ impl Ledger {
         &self,
         run_id: &str,
         finished_at: &str,
-        report: &SyncReport,
+        report: &RunTotals,
     ) -> Result<(), LedgerError> {
         self.conn
             .lock()

@@ -5,7 +5,19 @@
 //! read-only and tolerant of fields we do not know.
 
 use crate::digest::Digest;
+use bytes::Bytes;
 use serde::Deserialize;
+
+/// A manifest as stored: exact bytes, media type, digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The media type.
+    pub media_type: String,
+    /// The exact bytes.
+    pub bytes: Bytes,
+    /// sha256 of the bytes.
+    pub digest: Digest,
+}
 
 /// Docker image manifest, schema 2.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";

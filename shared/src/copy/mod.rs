@@ -8,6 +8,7 @@ pub mod decide;
 pub use blobs::BlobMover;
 pub use decide::{decide, Decision};
 
+use crate::job::JobError;
 use crate::manifest::{self, Contents, ManifestError};
 use crate::registry::{Manifest, Registry, RegistryError};
 use crate::retry::Transient;
@@ -47,6 +48,18 @@ impl CopyError {
             CopyError::ImmutableTag { .. } => ErrorClass::ImmutableTag,
             CopyError::MissingChild(_) => ErrorClass::NotFound,
         }
+    }
+}
+
+impl From<CopyError> for JobError {
+    fn from(e: CopyError) -> JobError {
+        JobError::new(e.class(), e.to_string())
+    }
+}
+
+impl From<RegistryError> for JobError {
+    fn from(e: RegistryError) -> JobError {
+        CopyError::from(e).into()
     }
 }
 

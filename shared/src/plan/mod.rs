@@ -12,6 +12,7 @@ pub use scan::{DstRepo, DstTags, Scanner, REFRESH_SKIP};
 use crate::config::{Config, RepoSync};
 use crate::copy::{decide, Decision};
 use crate::digest::Digest;
+pub use crate::job::RepoPlan;
 use crate::job::{CopyJob, Destination, JobError, PlannedJob};
 use crate::registries::Registries;
 use crate::registry::{Manifest, Registry};
@@ -63,34 +64,6 @@ pub trait JobSink: Sync {
     fn put(&self, chunk: Vec<Planned>) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Learns how many tags a repository selected, before they are planned (progress).
     fn selected(&self, _tags: usize) {}
-}
-
-/// What planning did with one configured repository pair.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RepoPlan {
-    /// `host/repo` at the source.
-    pub source: String,
-    /// Destination repository.
-    pub destination: String,
-    /// Tags handed on as jobs.
-    pub planned: u64,
-    /// Tags already equal at the destination.
-    pub up_to_date: u64,
-    /// Tags that could not be resolved.
-    #[serde(default)]
-    pub failed: u64,
-    /// What happened to the repository.
-    pub event: Option<RepoEvent>,
-    /// Why it was skipped or failed.
-    pub reason: Option<String>,
-}
-
-impl RepoPlan {
-    /// Whether the repository itself failed before any tag was planned (tag failures are
-    /// counted in `failed` and, in one-machine runs, reported as failed jobs).
-    pub fn failed_whole(&self) -> bool {
-        self.event == Some(RepoEvent::Failed) && self.planned + self.up_to_date + self.failed == 0
-    }
 }
 
 /// What planning reads with: the config, the registry clients and the destination.

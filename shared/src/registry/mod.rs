@@ -11,6 +11,7 @@
 mod auth;
 mod error;
 
+pub use crate::manifest::Manifest;
 pub use auth::{Credentials, TokenSource};
 pub use error::{ErrorKind, RegistryError};
 
@@ -106,17 +107,6 @@ pub enum Mount {
     Mounted,
     /// Not mounted; an upload session was opened at this URL instead.
     Upload(String),
-}
-
-/// A manifest as stored: exact bytes, media type, digest.
-#[derive(Debug, Clone)]
-pub struct Manifest {
-    /// The media type.
-    pub media_type: String,
-    /// The exact bytes.
-    pub bytes: Bytes,
-    /// sha256 of the bytes.
-    pub digest: Digest,
 }
 
 impl Transient for RegistryError {

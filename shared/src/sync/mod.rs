@@ -197,7 +197,9 @@ pub async fn run(
     let started = Instant::now();
     let started_at = rfc3339(SystemTime::now());
     let runners = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
-    let engine = Engine::new(config, opts.retry.clone(), aws);
+    let mut engine = Engine::new(config, opts.retry.clone(), aws);
+    // Bytes streamed count into the caller's live counters (its progress bar).
+    engine.bytes = progress.bytes.clone();
     let (dst_host, dst) = engine.registries.prepare().await?;
     let ledger = if opts.dry_run { None } else { ledger };
     let recorder = Recorder {
@@ -310,7 +312,14 @@ pub async fn run(
             .insert(r.host().to_string(), r.counts.blob.load(Ordering::Relaxed));
     }
     if let Some(l) = ledger {
-        l.finish_run(&report.run_id, &rfc3339(SystemTime::now()), &report)?;
+        let totals = crate::ledger::RunTotals {
+            state: report.state,
+            copied: report.copied,
+            skipped: report.skipped,
+            failed: report.failed,
+            bytes: report.bytes,
+        };
+        l.finish_run(&report.run_id, &rfc3339(SystemTime::now()), &totals)?;
     }
     report.peak_rss_bytes = peak_rss_bytes();
     tracing::info!(run_id = %report.run_id, state = %state, copied = report.copied, skipped = report.skipped, failed = report.failed, bytes = report.bytes, "sync ended");

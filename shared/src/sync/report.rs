@@ -3,7 +3,7 @@
 use crate::vocab::{ErrorClass, RepoEvent, RunState};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// How one job ended, in the report's words.
@@ -138,10 +138,11 @@ impl SyncReport {
     }
 }
 
-/// Live counters for a progress display.
+/// Live counters for a progress display (the planner's progress bar reads them a few times a
+/// second).
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Tags selected so far.
+    /// Tags selected so far: grows while repositories are listed.
     pub planned: AtomicU64,
     /// Jobs finished, any outcome.
     pub done: AtomicU64,
@@ -149,24 +150,6 @@ pub struct Progress {
     pub failed: AtomicU64,
     /// Bytes streamed.
     pub bytes: Arc<AtomicU64>,
-}
-
-impl Progress {
-    /// A one-line rendering: `jobs 120/500 (2 failed) | 1.2 GiB`.
-    pub fn line(&self) -> String {
-        let failed = self.failed.load(Ordering::Relaxed);
-        let failed = if failed > 0 {
-            format!(" ({failed} failed)")
-        } else {
-            String::new()
-        };
-        format!(
-            "jobs {}/{}{failed} | {}",
-            self.done.load(Ordering::Relaxed),
-            self.planned.load(Ordering::Relaxed),
-            human_bytes(self.bytes.load(Ordering::Relaxed))
-        )
-    }
 }
 
 /// `1.5 GiB`, `12.0 MiB`, `800 B`.

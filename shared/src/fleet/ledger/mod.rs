@@ -28,7 +28,7 @@ pub use items::{FleetJob, HistoryEntry, RunRecord};
 
 use super::message::JobMessage;
 use crate::aws::describe;
-use crate::plan::RepoPlan;
+use crate::job::RepoPlan;
 use crate::vocab::{ErrorClass, JobEvent, JobState, RunState};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
