@@ -9,7 +9,7 @@ use super::message::JobMessage;
 use super::queue::{Queue, QueueError, SQS_BATCH};
 use crate::aws::Aws;
 use crate::config::Config;
-use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve};
+use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve, Scanner};
 use crate::registries::{Registries, SetupError};
 use crate::retry::RetryPolicy;
 use crate::time::rfc3339_ms;
@@ -136,12 +136,14 @@ pub async fn plan(
     ledger.start_run(&run).await?;
     tracing::info!(run_id = %run.run_id, destination = %dst_host, repos = config.repos.len(), "planning started");
     let ctx = PlanContext {
-        config,
-        registries: &registries,
-        dst_host: &dst_host,
-        dst: &dst,
+        scanner: Scanner {
+            config: config,
+            registries: &registries,
+            dst_host: &dst_host,
+            dst: &dst,
+            dry_run: false,
+        },
         resolve: Resolve::Head,
-        dry_run: false,
     };
     let sink = FleetSink {
         queue,

@@ -9,12 +9,11 @@ mod scan;
 
 pub use scan::{DstRepo, DstTags, Scanner, REFRESH_SKIP};
 
-use crate::config::{Config, RepoSync};
+use crate::config::RepoSync;
 use crate::copy::{decide, Decision};
 use crate::digest::Digest;
 pub use crate::job::RepoPlan;
 use crate::job::{CopyJob, Destination, JobError, PlannedJob};
-use crate::registries::Registries;
 use crate::registry::{Manifest, Registry};
 use crate::vocab::{ErrorClass, RepoEvent};
 use futures_util::{StreamExt, TryStreamExt};
@@ -66,20 +65,12 @@ pub trait JobSink: Sync {
     fn selected(&self, _tags: usize) {}
 }
 
-/// What planning reads with: the config, the registry clients and the destination.
+/// What planning reads with: both sides of every repository pair, and how tags are resolved.
 pub struct PlanContext<'a> {
-    /// The config.
-    pub config: &'a Config,
-    /// Registry clients and the ECR API.
-    pub registries: &'a Registries,
-    /// Destination registry host.
-    pub dst_host: &'a str,
-    /// Destination registry client.
-    pub dst: &'a Registry,
+    /// The config, registry clients and destination.
+    pub scanner: Scanner<'a>,
     /// How tags are resolved.
     pub resolve: Resolve,
-    /// Read only: never create repositories.
-    pub dry_run: bool,
 }
 
 /// Plans every configured repository into `sink`. Repository problems are recorded in the
@@ -88,8 +79,9 @@ pub async fn plan_all<S: JobSink>(
     ctx: &PlanContext<'_>,
     sink: &S,
 ) -> (Vec<RepoPlan>, Result<(), S::Error>) {
-    let plans = Mutex::new(Vec::with_capacity(ctx.config.repos.len()));
-    let result = futures_util::stream::iter(ctx.config.repos.iter().map(Ok))
+    let repos = &ctx.scanner.config.repos;
+    let plans = Mutex::new(Vec::with_capacity(repos.len()));
+    let result = futures_util::stream::iter(repos.iter().map(Ok))
         .try_for_each_concurrent(REPO_PARALLELISM, |repo| async {
             let span =
                 tracing::info_span!("repo", src = %repo.source_ref(), dst = %repo.destination);
@@ -102,16 +94,6 @@ pub async fn plan_all<S: JobSink>(
 }
 
 impl PlanContext<'_> {
-    fn scanner(&self) -> Scanner<'_> {
-        Scanner {
-            config: self.config,
-            registries: self.registries,
-            dst_host: self.dst_host,
-            dst: self.dst,
-            dry_run: self.dry_run,
-        }
-    }
-
     async fn repo<S: JobSink>(&self, repo: &RepoSync, sink: &S) -> Result<RepoPlan, S::Error> {
         let mut plan = RepoPlan {
             source: repo.source_ref(),
@@ -123,7 +105,7 @@ impl PlanContext<'_> {
             plan.reason = Some(reason);
             Ok(plan)
         };
-        let scanner = self.scanner();
+        let scanner = &self.scanner;
         let dest = match scanner.prepare_destination(repo).await {
             Ok(Some(d)) => d,
             Ok(None) => return give_up(plan, RepoEvent::Skipped, REFRESH_SKIP.into()),
@@ -133,7 +115,7 @@ impl PlanContext<'_> {
             Ok(t) => t,
             Err(reason) => return give_up(plan, RepoEvent::Failed, reason),
         };
-        let src = match self.registries.get(&repo.source.registry).await {
+        let src = match scanner.registries.get(&repo.source.registry).await {
             Ok(s) => s,
             Err(e) => return give_up(plan, RepoEvent::Failed, e.to_string()),
         };
@@ -186,7 +168,7 @@ impl PlanContext<'_> {
             source_repo: repo.source.repository.clone(),
             tag,
             source_digest: hint,
-            destination_registry: self.dst_host.to_string(),
+            destination_registry: self.scanner.dst_host.to_string(),
             destination_repo: repo.destination.clone(),
         };
         let resolved = self.resolve(src, &job).await;
@@ -196,7 +178,7 @@ impl PlanContext<'_> {
         };
         job.source_digest = Some(digest.clone());
         let existing = match self
-            .scanner()
+            .scanner
             .destination_digest(&repo.destination, &dest.tags, &job.tag)
             .await
         {

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::job::{CopyJob, JobOutcome, PlannedJob, UP_TO_DATE};
 use crate::ledger::Ledger;
-use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve};
+use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve, Scanner};
 use crate::retry::RetryPolicy;
 use crate::time::rfc3339;
 use crate::vocab::{JobState, RepoEvent, RunState};
@@ -216,12 +216,14 @@ pub async fn run(
     tracing::info!(run_id = %run_id, destination = %dst_host, repos = engine.config.repos.len(), dry_run = opts.dry_run, "sync started");
 
     let ctx = PlanContext {
-        config: &engine.config,
-        registries: &engine.registries,
-        dst_host: &dst_host,
-        dst: &dst,
+        scanner: Scanner {
+            config: &engine.config,
+            registries: &engine.registries,
+            dst_host: &dst_host,
+            dst: &dst,
+            dry_run: opts.dry_run,
+        },
         resolve: Resolve::Get,
-        dry_run: opts.dry_run,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = || {
