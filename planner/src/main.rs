@@ -1,6 +1,7 @@
 use clap::Parser;
-use ecr_sync::console::init_logging;
+use ecr_sync::console::{init_logging, init_logging_to};
 use ecr_sync_planner::cli::{Cli, Command};
+use ecr_sync_planner::commands::sync::SyncBar;
 use ecr_sync_planner::commands::{self, FleetCommand};
 use std::process::ExitCode;
 
@@ -13,9 +14,13 @@ async fn main() -> ExitCode {
             commands::run_validate(&config).await
         }
         Command::Sync(args) => {
-            let progress = ecr_sync_planner::wants_progress(&args);
-            init_logging(cli.log_format, progress);
-            match commands::run_sync(args, progress).await {
+            // While the bar is drawn only warnings and errors are logged, printed above it.
+            let bar = ecr_sync_planner::wants_progress(&args).then(SyncBar::new);
+            match &bar {
+                Some(bar) => init_logging_to(cli.log_format, true, bar.log_writer()),
+                None => init_logging(cli.log_format, false),
+            }
+            match commands::run_sync(args, bar).await {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -2,7 +2,6 @@
 
 use super::retry_policy;
 use crate::cli::SyncArgs;
-use crate::progress::ProgressLine;
 use anyhow::Context;
 use ecr_sync::aws::Aws;
 use ecr_sync::config_source;
@@ -13,6 +12,8 @@ use ecr_sync::vocab::{RepoEvent, RunState};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::progress::SyncBar;
 
 /// `validate`: load the config, print every problem. Exit 0 or 2.
 pub async fn run_validate(location: &str) -> u8 {
@@ -32,9 +33,9 @@ pub async fn run_validate(location: &str) -> u8 {
     }
 }
 
-/// `sync`: load, run until done or a signal, print the summary, write the report. Returns the
-/// exit code.
-pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8> {
+/// `sync`: load, run until done or a signal (drawing `bar` meanwhile, when given), print the
+/// summary, write the report. Returns the exit code.
+pub async fn run_sync(args: SyncArgs, bar: Option<SyncBar>) -> anyhow::Result<u8> {
     let aws = Aws::new();
     let cfg = match config_source::load(&args.config, &aws).await {
         Ok(c) => c,
@@ -60,7 +61,7 @@ pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8>
         stop_timeout: Duration::from_secs(args.stop_timeout_seconds),
     };
     let progress = Arc::new(Progress::default());
-    let line = show_progress.then(|| ProgressLine::start(progress.clone()));
+    let drawing = bar.map(|b| b.start(progress.clone()));
     let result = sync::run(
         cfg,
         aws,
@@ -70,8 +71,8 @@ pub async fn run_sync(args: SyncArgs, show_progress: bool) -> anyhow::Result<u8>
         shutdown_signal(),
     )
     .await;
-    if let Some(l) = line {
-        l.finish().await;
+    if let Some(d) = drawing {
+        d.finish().await;
     }
     let report = match result {
         Ok(r) => r,
@@ -149,7 +150,7 @@ fn reason(r: &Option<String>) -> String {
     r.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
 }
 
-/// Whether to draw the progress line: stderr is a terminal and not disabled.
+/// Whether to draw the progress bar: stderr is a terminal and it is not disabled.
 pub fn wants_progress(args: &SyncArgs) -> bool {
     !args.no_progress && std::io::stderr().is_terminal()
 }
