@@ -172,7 +172,7 @@ pub struct SyncArgs {
     /// Copy jobs in flight at once (overrides the config's concurrency.jobs).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: Option<u16>,
-    /// Never draw the progress line, even on a terminal.
+    /// Never draw the progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
     /// After SIGINT/SIGTERM, seconds running copies get to finish before they are cut off.

@@ -5,7 +5,7 @@
 //! - [`cli`] — arguments.
 //! - [`commands`] — one file per command: `sync`, `validate`, `plan`, `bootstrap`, `status`,
 //!   `dlq`, `job`.
-//! - `progress` — the live progress line on a terminal.
+//! - `progress` — the progress bar on a terminal (indicatif).
 #![deny(missing_docs)]
 
 pub mod cli;

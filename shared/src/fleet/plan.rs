@@ -137,7 +137,7 @@ pub async fn plan(
     tracing::info!(run_id = %run.run_id, destination = %dst_host, repos = config.repos.len(), "planning started");
     let ctx = PlanContext {
         scanner: Scanner {
-            config: config,
+            config,
             registries: &registries,
             dst_host: &dst_host,
             dst: &dst,
