@@ -123,7 +123,9 @@ impl PlanContext<'_> {
         let may_hold = !dest.tags.is_empty();
         let mut chunks = futures_util::stream::iter(tags)
             .map(|(tag, hint)| self.tag(repo, &src, &dest, may_hold, tag, hint))
-            .buffered(RESOLVE_PARALLELISM)
+            // Unordered: a slow tag does not hold back the ones behind it (in order, a finished
+            // lookup would wait for the head of the line before the next one could start).
+            .buffer_unordered(RESOLVE_PARALLELISM)
             .chunks(S::CHUNK);
         let mut quoted = Vec::new();
         while let Some(chunk) = chunks.next().await {
