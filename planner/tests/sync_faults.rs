@@ -53,30 +53,47 @@ async fn resets_500s_and_429s_are_retried_and_the_copy_completes() {
     assert!(injected >= 4, "faults were actually injected: {injected}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupted_blob_fails_with_digest_mismatch_without_a_retry_loop() {
+/// A source registry holding one single-layer image `repo:v1` (noise seeded by `seed`), reached
+/// through a proxy injecting `faults`; a destination registry; and the config between them.
+async fn one_image_behind_a_faulty_source(
+    repo: &str,
+    seed: u64,
+    faults: proxy::Faults,
+) -> (
+    RegistryProcess,
+    RegistryProcess,
+    proxy::Proxy,
+    serde_json::Value,
+) {
     let src = RegistryProcess::start(RegistryOpts::default()).await;
     let dst = RegistryProcess::start(RegistryOpts::default()).await;
-    let faults = proxy::Faults {
-        corrupt_blobs: true,
-        ..Default::default()
-    };
-    let src_proxy = proxy::Proxy::start(&src.url(), faults).await;
     seed::Seeder::new(reqwest::Client::new(), &src.url(), None)
         .image(
-            "bad/bytes",
+            repo,
             Some("v1"),
-            vec![seed::noise(5, 4096)],
+            vec![seed::noise(seed, 4096)],
             &[],
             ("linux", "amd64"),
         )
         .await
         .unwrap();
+    let src_proxy = proxy::Proxy::start(&src.url(), faults).await;
     let cfg = json!({
-        "repos": [{ "source": format!("{}/bad/bytes", src_proxy.host()) }],
+        "repos": [{ "source": format!("{}/{repo}", src_proxy.host()) }],
         "destination_registry": dst.host(),
         "registries": { src_proxy.host(): { "plain_http": true }, dst.host(): { "plain_http": true } }
     });
+    (src, dst, src_proxy, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_blob_fails_with_digest_mismatch_without_a_retry_loop() {
+    let faults = proxy::Faults {
+        corrupt_blobs: true,
+        ..Default::default()
+    };
+    let (_src, dst, src_proxy, cfg) =
+        one_image_behind_a_faulty_source("bad/bytes", 5, faults).await;
     let run = Workdir::new().sync(&cfg, &[], &[]);
     run.assert_code(1);
     let failed = run.jobs("failed");
@@ -105,28 +122,12 @@ async fn a_corrupted_blob_fails_with_digest_mismatch_without_a_retry_loop() {
 /// per request retry times once per transfer retry (7 × 7 before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_the_source_never_serves_is_fetched_a_bounded_number_of_times() {
-    let src = RegistryProcess::start(RegistryOpts::default()).await;
-    let dst = RegistryProcess::start(RegistryOpts::default()).await;
-    let src_proxy = proxy::Proxy::start(&src.url(), proxy::Faults::default()).await;
-    seed::Seeder::new(reqwest::Client::new(), &src.url(), None)
-        .image(
-            "broken/layer",
-            Some("v1"),
-            vec![seed::noise(11, 4096)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
-    src_proxy.set_faults(proxy::Faults {
+    let faults = proxy::Faults {
         fail_blob_gets: true,
         ..Default::default()
-    });
-    let cfg = json!({
-        "repos": [{ "source": format!("{}/broken/layer", src_proxy.host()) }],
-        "destination_registry": dst.host(),
-        "registries": { src_proxy.host(): { "plain_http": true }, dst.host(): { "plain_http": true } }
-    });
+    };
+    let (_src, dst, src_proxy, cfg) =
+        one_image_behind_a_faulty_source("broken/layer", 11, faults).await;
     let run = Workdir::new().sync(&cfg, &[], &[]);
     run.assert_code(1);
     let failed = run.jobs("failed");
