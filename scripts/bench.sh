@@ -47,6 +47,9 @@ digest=$(curl -fsS --cacert "$CA" -H 'Accept: application/vnd.docker.distributio
 measure() {
   local tool=$1 phase=$2 run=$3 log r0 r1 e u s m; shift 3
   log="$WORK/logs/$tool-$phase-$run.log"
+  # Let the registries finish what the previous step left (Go's garbage collector keeps working
+  # after a busy step), so that work is not billed to this one.
+  sleep "${SETTLE_SECONDS:-3}"
   r0=$(cpu_ticks "$PID_SRC" "$PID_DST")
   if ! /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" "$@" >"$log" 2>&1; then
     echo "FAILED: $tool $phase (run $run): $*"; tail -20 "$log"; exit 1
