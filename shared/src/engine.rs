@@ -26,19 +26,24 @@ pub struct Engine {
     pub registries: Registries,
     retry: RetryPolicy,
     movers: Mutex<HashMap<String, Arc<BlobMover>>>,
-    /// Bytes streamed, for progress.
-    pub bytes: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl Engine {
-    /// An engine for `config`; `aws` is the process's one set of AWS settings.
-    pub fn new(config: Config, retry: RetryPolicy, aws: crate::aws::Aws) -> Engine {
+    /// An engine for `config`; `aws` is the process's one set of AWS settings; streamed bytes
+    /// are added to `bytes` (a caller's live counter).
+    pub fn new(
+        config: Config,
+        retry: RetryPolicy,
+        aws: crate::aws::Aws,
+        bytes: Arc<AtomicU64>,
+    ) -> Engine {
         Engine {
             registries: Registries::new(&config, retry.clone(), aws),
             config,
             retry,
             movers: Mutex::new(HashMap::new()),
-            bytes: Arc::new(AtomicU64::new(0)),
+            bytes,
         }
     }
 

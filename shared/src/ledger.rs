@@ -17,19 +17,11 @@ pub const FLUSH_ROWS: usize = 128;
 /// Longest a recorded job row waits before it is written (checked when the next one arrives).
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// A job row waiting to be written.
+/// A job row waiting to be written: its run, when, and the row.
 struct Pending {
     run_id: String,
-    job_id: String,
-    source: String,
-    destination: String,
-    digest: Option<String>,
-    state: JobState,
-    bytes: u64,
-    duration_ms: u64,
-    error_class: Option<ErrorClass>,
-    reason: Option<String>,
     at: String,
+    record: JobRecord,
 }
 
 /// A ledger that could not be opened or written.
@@ -215,16 +207,18 @@ impl Ledger {
             let mut pending = self.pending.lock().unwrap();
             pending.0.push(Pending {
                 run_id: run_id.to_string(),
-                job_id: job.id(),
-                source: job.source_ref(),
-                destination: job.destination_ref(),
-                digest: job.source_digest.as_ref().map(|d| d.to_string()),
-                state: row.state,
-                bytes: row.bytes,
-                duration_ms: row.duration_ms,
-                error_class: row.error_class,
-                reason: row.reason.map(str::to_string),
                 at: row.at.to_string(),
+                record: JobRecord {
+                    job_id: job.id(),
+                    source: job.source_ref(),
+                    destination: job.destination_ref(),
+                    digest: job.source_digest.as_ref().map(|d| d.to_string()),
+                    state: row.state,
+                    bytes: row.bytes,
+                    duration_ms: row.duration_ms,
+                    error_class: row.error_class,
+                    reason: row.reason.map(str::to_string),
+                },
             });
             pending.0.len() >= FLUSH_ROWS || pending.1.elapsed() >= FLUSH_EVERY
         };
@@ -254,10 +248,15 @@ impl Ledger {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(|e| self.err(e))?;
-            for r in &rows {
+            for Pending {
+                run_id,
+                at,
+                record: r,
+            } in &rows
+            {
                 insert
                     .execute(params![
-                        r.run_id,
+                        run_id,
                         r.job_id,
                         r.source,
                         r.destination,
@@ -267,7 +266,7 @@ impl Ledger {
                         r.duration_ms as i64,
                         r.error_class.map(ErrorClass::as_str),
                         r.reason,
-                        r.at
+                        at
                     ])
                     .map_err(|e| self.err(e))?;
             }

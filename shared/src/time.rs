@@ -8,26 +8,26 @@ use time::OffsetDateTime;
 /// `2026-11-22T10:00:00Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = OffsetDateTime::from(t);
-    format!(
-        "{}T{:02}:{:02}:{:02}Z",
-        date(t),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
+    format!("{}T{}Z", ymd(d), hms(d))
 }
 
 /// `2026-11-22T10:00:00.123Z`.
 pub fn rfc3339_ms(t: SystemTime) -> String {
-    let secs = rfc3339(t);
-    let ms = OffsetDateTime::from(t).millisecond();
-    format!("{}.{ms:03}Z", &secs[..secs.len() - 1])
+    let d = OffsetDateTime::from(t);
+    format!("{}T{}.{:03}Z", ymd(d), hms(d), d.millisecond())
 }
 
 /// `2026-11-22` (UTC).
 pub fn date(t: SystemTime) -> String {
-    let d = OffsetDateTime::from(t);
+    ymd(OffsetDateTime::from(t))
+}
+
+fn ymd(d: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+fn hms(d: OffsetDateTime) -> String {
+    format!("{:02}:{:02}:{:02}", d.hour(), d.minute(), d.second())
 }
 
 #[cfg(test)]

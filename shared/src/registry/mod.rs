@@ -134,8 +134,14 @@ fn push_scope(repo: &str) -> String {
 impl Registry {
     /// Builds the client. Fails only on a bad CA certificate.
     pub fn new(opts: RegistryOptions) -> Result<Registry, RegistryError> {
-        let http = http_client(&opts, false)?;
-        let blob_http = http_client(&opts, true)?;
+        // One TLS setup (platform roots read once) for both clients; they differ in ALPN only.
+        let tls = tls_config(&opts).map_err(|message| RegistryError {
+            op: "TLS settings",
+            url: opts.base_url.clone(),
+            kind: ErrorKind::Protocol(message),
+        })?;
+        let http = http_client(&opts, tls.clone(), false)?;
+        let blob_http = http_client(&opts, tls, true)?;
         Ok(Registry {
             host: opts.host,
             base: opts.base_url.trim_end_matches('/').to_string(),
@@ -545,13 +551,18 @@ impl Registry {
     }
 }
 
-/// One HTTP client for `opts` (`http1_only` for blob bodies), with our TLS settings.
-fn http_client(opts: &RegistryOptions, http1_only: bool) -> Result<reqwest::Client, RegistryError> {
-    let tls = tls_config(opts, http1_only).map_err(|message| RegistryError {
-        op: "TLS settings",
-        url: opts.base_url.clone(),
-        kind: ErrorKind::Protocol(message),
-    })?;
+/// One HTTP client for `opts` with `tls` (from [`tls_config`]), offering HTTP/2 unless
+/// `http1_only` (blob bodies).
+fn http_client(
+    opts: &RegistryOptions,
+    mut tls: rustls::ClientConfig,
+    http1_only: bool,
+) -> Result<reqwest::Client, RegistryError> {
+    tls.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("ecr-sync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
@@ -569,9 +580,8 @@ fn http_client(opts: &RegistryOptions, http1_only: bool) -> Result<reqwest::Clie
 }
 
 /// TLS for one registry: the platform's trusted roots plus the config's `ca_file`, verified by
-/// the platform verifier (as reqwest would), with [`tls_provider`]'s crypto, offering HTTP/2
-/// unless `http1_only`.
-fn tls_config(opts: &RegistryOptions, http1_only: bool) -> Result<rustls::ClientConfig, String> {
+/// the platform verifier (as reqwest would), with [`tls_provider`]'s crypto.
+fn tls_config(opts: &RegistryOptions) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let provider = std::sync::Arc::new(tls_provider());
     let extra: Vec<CertificateDer<'static>> = match &opts.ca_pem {
@@ -586,18 +596,12 @@ fn tls_config(opts: &RegistryOptions, http1_only: bool) -> Result<rustls::Client
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
             .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = if http1_only {
-        vec![b"http/1.1".to_vec()]
-    } else {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    };
-    Ok(config)
+        .with_no_client_auth())
 }
 
 /// The TLS crypto for registry connections: aws-lc's cipher suites (its AVX-512 AES-GCM moves a

@@ -197,9 +197,7 @@ pub async fn run(
     let started = Instant::now();
     let started_at = rfc3339(SystemTime::now());
     let runners = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
-    let mut engine = Engine::new(config, opts.retry.clone(), aws);
-    // Bytes streamed count into the caller's live counters (its progress bar).
-    engine.bytes = progress.bytes.clone();
+    let engine = Engine::new(config, opts.retry.clone(), aws, progress.bytes.clone());
     let (dst_host, dst) = engine.registries.prepare().await?;
     let ledger = if opts.dry_run { None } else { ledger };
     let recorder = Recorder {

@@ -30,7 +30,7 @@ impl ConfigVersion {
     /// The engine for `config` at `version`.
     pub fn new(config: Config, version: String, retry: RetryPolicy, aws: Aws) -> ConfigVersion {
         ConfigVersion {
-            engine: Engine::new(config, retry, aws),
+            engine: Engine::new(config, retry, aws, Default::default()),
             version,
             ready: Mutex::new(HashMap::new()),
         }
