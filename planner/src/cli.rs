@@ -178,4 +178,9 @@ pub struct SyncArgs {
     /// After SIGINT/SIGTERM, seconds running copies get to finish before they are cut off.
     #[arg(long, default_value_t = ecr_sync::sync::DEFAULT_STOP_TIMEOUT.as_secs())]
     pub stop_timeout_seconds: u64,
+    /// Seconds a destination tag the ledger saw holding the source digest is trusted without
+    /// asking the destination again (registries that list tag names only; ECR lists digests).
+    /// 0 asks for every tag.
+    #[arg(long, default_value_t = ecr_sync::sync::DEFAULT_RECHECK_AFTER.as_secs())]
+    pub recheck_after_seconds: u64,
 }

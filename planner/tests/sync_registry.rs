@@ -83,8 +83,9 @@ async fn globs_select_tags_rename_works_and_a_warm_rerun_touches_no_blob() {
         );
     }
 
-    // Warm: nothing to copy, no blob request at either end, at most 2 requests per tag plus
-    // listing and the auth ping.
+    // Warm: nothing to copy, no blob request at either end, one source request per tag plus
+    // listing and the auth ping; the destination is only listed (the ledger saw every tag
+    // there a moment ago).
     p.src_proxy.reset_counts();
     p.dst_proxy.reset_counts();
     let warm = w.sync(&cfg, &[], &[]);
@@ -94,11 +95,105 @@ async fn globs_select_tags_rename_works_and_a_warm_rerun_touches_no_blob() {
     assert_eq!(p.src_proxy.blob_requests() + p.dst_proxy.blob_requests(), 0);
     let total = p.src_proxy.requests().len() + p.dst_proxy.requests().len();
     assert!(
-        total <= 8 * 2 + 2 * 2 + 2,
+        total <= 8 + 2 * 2 + 2,
         "warm run made {total} requests: {:?} {:?}",
         p.src_proxy.requests(),
         p.dst_proxy.requests()
     );
+    let dst_manifests = |p: &Pair| {
+        p.dst_proxy
+            .requests()
+            .iter()
+            .filter(|(_, path)| path.contains("/manifests/"))
+            .count()
+    };
+    assert_eq!(dst_manifests(&p), 0, "{:?}", p.dst_proxy.requests());
+
+    // Asked to check every tag, the destination is asked once per tag again.
+    p.dst_proxy.reset_counts();
+    let checked = w.sync(&cfg, &["--recheck-after-seconds", "0"], &[]);
+    checked.assert_code(0);
+    assert_eq!(checked.count("skipped"), 8);
+    assert_eq!(dst_manifests(&p), 8, "{:?}", p.dst_proxy.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_rerun_trusts_recent_sightings_yet_recopies_a_deleted_tag_and_repairs_a_moved_one_when_rechecking(
+) {
+    let p = pair().await;
+    let s = p.seeder();
+    let mut digests = std::collections::HashMap::new();
+    for (i, t) in ["a", "b", "c"].iter().enumerate() {
+        let pushed = s
+            .image(
+                "team/app",
+                Some(t),
+                vec![seed::noise(i as u64, 500)],
+                &[],
+                ("linux", "amd64"),
+            )
+            .await
+            .unwrap();
+        digests.insert(*t, pushed.digest);
+    }
+    let cfg = p.config(json!([{ "source": format!("{}/team/app", p.src_proxy.host()) }]));
+    let w = Workdir::new();
+    w.sync(&cfg, &[], &[]).assert_code(0);
+
+    // Behind ecr-sync's back: tag `a` moved to another image, tag `b` deleted.
+    let dst = seed::Seeder::new(reqwest::Client::new(), &p.dst.url(), None);
+    let other = dst
+        .image(
+            "team/app",
+            Some("a"),
+            vec![seed::noise(99, 500)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    let deleted = p
+        .dst
+        .client()
+        .delete(format!(
+            "{}/v2/team/app/manifests/{}",
+            p.dst.url(),
+            digests["b"]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 202);
+    assert_eq!(tags(&p.dst, "team/app").await, vec!["a", "c"]);
+    let dst_digest = |tag: &str| seed::sha256(&skopeo_raw(&p.dst.host(), "team/app", tag));
+
+    // Within the window: the deleted tag is copied again (the listing no longer has it); the
+    // moved one is trusted, as documented for registries that list names only.
+    let warm = w.sync(&cfg, &[], &[]);
+    warm.assert_code(0);
+    let copied: Vec<String> = warm
+        .jobs("copied")
+        .iter()
+        .map(|j| j["destination"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(copied, vec![format!("{}/team/app:b", p.dst_proxy.host())]);
+    assert_eq!(dst_digest("b"), digests["b"]);
+    assert_eq!(dst_digest("a"), other.digest);
+    let recent = warm.jobs("skipped");
+    assert_eq!(recent.len(), 2);
+    assert!(
+        recent
+            .iter()
+            .all(|j| j["reason"].as_str().unwrap().contains("seen recently")),
+        "{recent:?}"
+    );
+
+    // Rechecking (the window over, or asked for) finds and repairs the moved tag.
+    let checked = w.sync(&cfg, &["--recheck-after-seconds", "0"], &[]);
+    checked.assert_code(0);
+    assert_eq!(checked.count("copied"), 1);
+    assert_eq!(dst_digest("a"), digests["a"]);
+    assert_eq!(w.sync(&cfg, &[], &[]).count("copied"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

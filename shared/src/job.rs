@@ -172,6 +172,9 @@ impl RepoPlan {
 
 /// Why an up-to-date job did nothing, as ledgers record it.
 pub const UP_TO_DATE: &str = "up to date";
+/// Reason recorded for a tag found up to date by the ledger's recent sighting of it.
+pub const UP_TO_DATE_RECENTLY: &str =
+    "up to date (seen recently; the destination still lists the tag)";
 
 #[cfg(test)]
 mod tests {

@@ -4,24 +4,41 @@
 //! and at the end of the run — because a transaction per row was a tenth of a warm run's CPU. A
 //! process killed outright loses at most those unwritten rows (the images themselves are at the
 //! destination, and the next run finds them up to date); a stopped run flushes everything.
+//!
+//! It also remembers, per destination tag, the digest a run last saw it hold (copied there, or
+//! found by asking the destination) and when ([`Ledger::verified_tags`]): a warm run trusts that
+//! for a while instead of asking the destination again for every tag.
 
+use crate::digest::Digest;
 use crate::job::CopyJob;
 use crate::vocab::{ErrorClass, JobState, RunState};
 use rusqlite::{params, Connection};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Job rows written per transaction at most.
 pub const FLUSH_ROWS: usize = 128;
 /// Longest a recorded job row waits before it is written (checked when the next one arrives).
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// A job row waiting to be written: its run, when, and the row.
+/// A job row waiting to be written: its run, when, the row, and the destination tag's digest
+/// when the job saw it there.
 struct Pending {
     run_id: String,
     at: String,
     record: JobRecord,
+    verified: Option<VerifiedTag>,
+}
+
+/// A destination tag seen holding a digest, at a Unix time in seconds.
+struct VerifiedTag {
+    registry: String,
+    repository: String,
+    tag: String,
+    digest: String,
+    at: i64,
 }
 
 /// A ledger that could not be opened or written.
@@ -73,6 +90,9 @@ pub struct JobRow<'a> {
     pub reason: Option<&'a str>,
     /// When (RFC 3339).
     pub at: &'a str,
+    /// The job saw the destination tag hold the source digest: it copied it there, or asked
+    /// the destination. Remembered for [`Ledger::verified_tags`].
+    pub verified: bool,
 }
 
 /// How a run ended, for [`Ledger::finish_run`].
@@ -124,6 +144,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     PRIMARY KEY (run_id, job_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_destination ON jobs(destination, updated_at);
+CREATE TABLE IF NOT EXISTS verified_tags (
+    registry    TEXT NOT NULL,
+    repository  TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    verified_at INTEGER NOT NULL,
+    PRIMARY KEY (registry, repository, tag)
+) WITHOUT ROWID;
 ";
 
 impl Ledger {
@@ -219,6 +247,16 @@ impl Ledger {
                     error_class: row.error_class,
                     reason: row.reason.map(str::to_string),
                 },
+                verified: match (&job.source_digest, row.verified) {
+                    (Some(d), true) => Some(VerifiedTag {
+                        registry: job.destination_registry.clone(),
+                        repository: job.destination_repo.clone(),
+                        tag: job.tag.clone(),
+                        digest: d.to_string(),
+                        at: unix_seconds(SystemTime::now()),
+                    }),
+                    _ => None,
+                },
             });
             pending.0.len() >= FLUSH_ROWS || pending.1.elapsed() >= FLUSH_EVERY
         };
@@ -248,12 +286,24 @@ impl Ledger {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(|e| self.err(e))?;
+            let mut verified = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO verified_tags (registry, repository, tag, digest, verified_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| self.err(e))?;
             for Pending {
                 run_id,
                 at,
                 record: r,
+                verified: v,
             } in &rows
             {
+                if let Some(v) = v {
+                    verified
+                        .execute(params![v.registry, v.repository, v.tag, v.digest, v.at])
+                        .map_err(|e| self.err(e))?;
+                }
                 insert
                     .execute(params![
                         run_id,
@@ -364,6 +414,38 @@ impl Ledger {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// The tags of one destination repository that a run saw holding a digest at `since` or
+    /// later, with that digest (rows still waiting are written first).
+    pub fn verified_tags(
+        &self,
+        registry: &str,
+        repository: &str,
+        since: SystemTime,
+    ) -> Result<HashMap<String, Digest>, LedgerError> {
+        self.flush()?;
+        let conn = self.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT tag, digest FROM verified_tags
+                 WHERE registry = ?1 AND repository = ?2 AND verified_at >= ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![registry, repository, unix_seconds(since)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (tag, digest) = row.map_err(|e| self.err(e))?;
+            // A row this version cannot read is only a lost shortcut: the tag is asked for.
+            if let Ok(d) = Digest::parse(&digest) {
+                out.insert(tag, d);
+            }
+        }
+        Ok(out)
+    }
+
     /// Run ids, newest first.
     pub fn runs(&self) -> Result<Vec<String>, LedgerError> {
         let conn = self.conn.lock().unwrap();
@@ -373,6 +455,12 @@ impl Ledger {
         let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Drop for Ledger {
@@ -387,7 +475,6 @@ impl Drop for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
 
     #[test]
     fn runs_and_jobs_round_trip_and_a_job_row_is_replaced_not_duplicated() {
@@ -411,6 +498,7 @@ mod tests {
             error_class: class,
             reason,
             at: "t",
+            verified: false,
         };
         ledger
             .record_job("r1", &job, &row(JobState::Skipped, None, None))
@@ -452,6 +540,7 @@ mod tests {
             error_class: None,
             reason: None,
             at: "t",
+            verified: false,
         };
         let written = || {
             Connection::open(&path)
@@ -477,6 +566,60 @@ mod tests {
             written(),
             FLUSH_ROWS as i64 + 10,
             "dropping the ledger writes the rest"
+        );
+    }
+
+    #[test]
+    fn a_destination_tag_is_remembered_only_when_seen_and_only_since_the_given_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+        ledger.start_run("r", "t", "cfg").unwrap();
+        let job = |tag: &str, digest: &[u8]| CopyJob {
+            source_registry: "s".into(),
+            source_repo: "a".into(),
+            tag: tag.into(),
+            source_digest: Some(Digest::of(digest)),
+            destination_registry: "d".into(),
+            destination_repo: "a".into(),
+        };
+        let row = |state, verified| JobRow {
+            state,
+            bytes: 0,
+            duration_ms: 0,
+            error_class: None,
+            reason: None,
+            at: "t",
+            verified,
+        };
+        let before = SystemTime::now() - Duration::from_secs(5);
+        ledger
+            .record_job("r", &job("copied", b"1"), &row(JobState::Succeeded, true))
+            .unwrap();
+        ledger
+            .record_job("r", &job("failed", b"2"), &row(JobState::Failed, false))
+            .unwrap();
+        ledger
+            .record_job("r", &job("moved", b"3"), &row(JobState::Skipped, true))
+            .unwrap();
+        ledger
+            .record_job("r", &job("moved", b"4"), &row(JobState::Succeeded, true))
+            .unwrap();
+        let seen = ledger.verified_tags("d", "a", before).unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen["copied"], Digest::of(b"1"));
+        assert_eq!(
+            seen["moved"],
+            Digest::of(b"4"),
+            "the latest digest replaces the older"
+        );
+        assert!(ledger
+            .verified_tags("d", "other", before)
+            .unwrap()
+            .is_empty());
+        let later = SystemTime::now() + Duration::from_secs(5);
+        assert!(
+            ledger.verified_tags("d", "a", later).unwrap().is_empty(),
+            "older sightings are not returned"
         );
     }
 }

@@ -59,6 +59,7 @@ pub async fn run_sync(args: SyncArgs, bar: Option<SyncBar>) -> anyhow::Result<u8
         config_source: args.config.clone(),
         retry: retry_policy(),
         stop_timeout: Duration::from_secs(args.stop_timeout_seconds),
+        recheck_after: Duration::from_secs(args.recheck_after_seconds),
     };
     let progress = Arc::new(Progress::default());
     let drawing = bar.map(|b| b.start(progress.clone()));

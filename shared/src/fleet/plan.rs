@@ -97,7 +97,7 @@ impl JobSink for FleetSink<'_> {
                 Planned::Copy(job) => Some(JobMessage::new(self.run_id, &job)),
                 // Counted in the repository's record; a tag that could not be resolved is
                 // quoted in its reason.
-                Planned::UpToDate(_) | Planned::Failed(..) => None,
+                Planned::UpToDate(_) | Planned::Recent(_) | Planned::Failed(..) => None,
             })
             .collect();
         if jobs.is_empty() {
@@ -144,6 +144,8 @@ pub async fn plan(
             dry_run: false,
         },
         resolve: Resolve::Head,
+        // The fleet asks the destination every time (its ledger does not remember tags).
+        recent: None,
     };
     let sink = FleetSink {
         queue,

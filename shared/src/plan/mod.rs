@@ -4,6 +4,11 @@
 //! [`JobSink`] a chunk at a time. `plan` sinks into the DynamoDB ledger and SQS; `sync` sinks
 //! into a bounded in-process queue that its runners drain. Memory holds one repository's tag
 //! names and one chunk, never the whole plan; a slow sink slows planning down.
+//!
+//! Comparing costs one destination request per tag where the destination lists names only (the
+//! registry API; ECR's DescribeImages gives digests). With a [`Recent`] ledger, a tag the
+//! ledger saw holding the source's digest recently, and that the destination still lists, is
+//! not asked for again: a warm `sync` costs one source request per tag.
 
 mod scan;
 
@@ -14,11 +19,14 @@ use crate::copy::{decide, Decision};
 use crate::digest::Digest;
 pub use crate::job::RepoPlan;
 use crate::job::{CopyJob, Destination, JobError, PlannedJob};
+use crate::ledger::Ledger;
 use crate::registry::{Manifest, Registry};
 use crate::vocab::{ErrorClass, RepoEvent};
 use futures_util::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::SystemTime;
 use tracing::Instrument;
 
 /// Repositories planned at once. Listing is cheap; the runners bound the real work.
@@ -48,6 +56,9 @@ pub enum Planned {
     Copy(PlannedJob),
     /// The destination already holds the source digest.
     UpToDate(CopyJob),
+    /// The ledger saw the destination tag hold the source digest recently and the destination
+    /// still lists the tag: up to date without asking the destination.
+    Recent(CopyJob),
     /// The tag could not be resolved.
     Failed(CopyJob, JobError),
 }
@@ -71,6 +82,17 @@ pub struct PlanContext<'a> {
     pub scanner: Scanner<'a>,
     /// How tags are resolved.
     pub resolve: Resolve,
+    /// Destination tags to trust without asking, when a ledger remembers them.
+    pub recent: Option<Recent<'a>>,
+}
+
+/// Destination tags a ledger saw holding a digest at `since` or later.
+#[derive(Clone, Copy)]
+pub struct Recent<'a> {
+    /// The ledger that remembers them.
+    pub ledger: &'a Ledger,
+    /// Sightings older than this are asked for again.
+    pub since: SystemTime,
 }
 
 /// Plans every configured repository into `sink`. Repository problems are recorded in the
@@ -120,9 +142,9 @@ impl PlanContext<'_> {
             Err(e) => return give_up(plan, RepoEvent::Failed, e.to_string()),
         };
         sink.selected(tags.len());
-        let may_hold = !dest.tags.is_empty();
+        let recent = self.recent_tags(&repo.destination, &dest.tags);
         let mut chunks = futures_util::stream::iter(tags)
-            .map(|(tag, hint)| self.tag(repo, &src, &dest, may_hold, tag, hint))
+            .map(|(tag, hint)| self.tag(repo, &src, &dest, &recent, tag, hint))
             // Unordered: a slow tag does not hold back the ones behind it (in order, a finished
             // lookup would wait for the head of the line before the next one could start).
             .buffer_unordered(RESOLVE_PARALLELISM)
@@ -132,7 +154,7 @@ impl PlanContext<'_> {
             for p in &chunk {
                 match p {
                     Planned::Copy(_) => plan.planned += 1,
-                    Planned::UpToDate(_) => plan.up_to_date += 1,
+                    Planned::UpToDate(_) | Planned::Recent(_) => plan.up_to_date += 1,
                     Planned::Failed(job, e) => {
                         plan.failed += 1;
                         if quoted.len() < QUOTED_ERRORS {
@@ -155,13 +177,30 @@ impl PlanContext<'_> {
         Ok(plan)
     }
 
+    /// The destination tags the ledger (if any) saw recently, for a repository listed by name.
+    fn recent_tags(&self, dst_repo: &str, tags: &DstTags) -> HashMap<String, Digest> {
+        let Some(recent) = self
+            .recent
+            .filter(|_| matches!(tags, DstTags::Names(n) if !n.is_empty()))
+        else {
+            return HashMap::new();
+        };
+        recent
+            .ledger
+            .verified_tags(self.scanner.dst_host, dst_repo, recent.since)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read recent destination tags from the ledger; asking the destination");
+                HashMap::new()
+            })
+    }
+
     /// Resolves one tag and compares it with the destination.
     async fn tag(
         &self,
         repo: &RepoSync,
         src: &Registry,
         dest: &DstRepo,
-        may_hold: bool,
+        recent: &HashMap<String, Digest>,
         tag: String,
         hint: Option<Digest>,
     ) -> Planned {
@@ -179,6 +218,10 @@ impl PlanContext<'_> {
             Err(e) => return Planned::Failed(job, e),
         };
         job.source_digest = Some(digest.clone());
+        let listed = matches!(&dest.tags, DstTags::Names(n) if n.contains(&job.tag));
+        if listed && recent.get(&job.tag) == Some(&digest) {
+            return Planned::Recent(job);
+        }
         let existing = match self
             .scanner
             .destination_digest(&repo.destination, &dest.tags, &job.tag)
@@ -193,7 +236,7 @@ impl PlanContext<'_> {
         Planned::Copy(PlannedJob {
             job,
             immutable_tags: dest.immutable,
-            dst_may_hold_blobs: may_hold,
+            dst_may_hold_blobs: !dest.tags.is_empty(),
             destination: match existing {
                 Some(d) => Destination::Holds(d),
                 None => Destination::Absent,

@@ -19,9 +19,9 @@ pub use report::{
 use crate::aws::Aws;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::job::{CopyJob, JobOutcome, PlannedJob, UP_TO_DATE};
+use crate::job::{CopyJob, JobOutcome, PlannedJob, UP_TO_DATE, UP_TO_DATE_RECENTLY};
 use crate::ledger::Ledger;
-use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve, Scanner};
+use crate::plan::{self, JobSink, PlanContext, Planned, Recent, RepoPlan, Resolve, Scanner};
 use crate::retry::RetryPolicy;
 use crate::time::rfc3339;
 use crate::vocab::{JobState, RepoEvent, RunState};
@@ -37,6 +37,11 @@ use tokio::sync::{mpsc, watch};
 pub const QUEUE_PER_RUNNER: usize = 2;
 /// Default time running copies get to finish after a stop.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a destination tag the ledger saw holding the source digest is trusted without
+/// asking the destination again: a rerun within the hour costs one source request per tag, and
+/// a tag changed at the destination behind ecr-sync's back (on a registry without bulk digests;
+/// ECR lists them) is repaired within the hour.
+pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(3600);
 
 /// A run that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,8 @@ pub struct SyncOptions {
     pub config_source: String,
     /// After a stop, how long running copies may take to finish before they are cut off.
     pub stop_timeout: Duration,
+    /// How long the ledger's sighting of a destination tag is trusted; zero asks every time.
+    pub recheck_after: Duration,
 }
 
 impl Default for SyncOptions {
@@ -73,6 +80,7 @@ impl Default for SyncOptions {
             retry: RetryPolicy::default(),
             config_source: String::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            recheck_after: DEFAULT_RECHECK_AFTER,
         }
     }
 }
@@ -88,10 +96,27 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
+    /// Records a job that ran, or that planning found up to date by asking the destination.
     fn finish(&self, job: &CopyJob, outcome: JobOutcome, duration_ms: u64) {
+        self.record(job, outcome, duration_ms, false);
+    }
+
+    /// Records a tag planning found up to date by the ledger's recent sighting. The sighting is
+    /// not renewed (the destination was not asked), so it runs out.
+    fn finish_recent(&self, job: &CopyJob) {
+        self.record(job, JobOutcome::UpToDate, 0, true);
+    }
+
+    fn record(&self, job: &CopyJob, outcome: JobOutcome, duration_ms: u64, recent: bool) {
+        let seen = !recent && matches!(outcome, JobOutcome::Copied { .. } | JobOutcome::UpToDate);
+        let up_to_date = if recent {
+            UP_TO_DATE_RECENTLY
+        } else {
+            UP_TO_DATE
+        };
         let (outcome, bytes, class, reason) = match outcome {
             JobOutcome::Copied { bytes } => (Outcome::Copied, bytes, None, None),
-            JobOutcome::UpToDate => (Outcome::Skipped, 0, None, Some(UP_TO_DATE.to_string())),
+            JobOutcome::UpToDate => (Outcome::Skipped, 0, None, Some(up_to_date.to_string())),
             JobOutcome::WouldCopy => (Outcome::WouldCopy, 0, None, None),
             JobOutcome::Failed(e) => (Outcome::Failed, 0, Some(e.class), Some(e.reason)),
         };
@@ -130,6 +155,7 @@ impl Recorder<'_> {
                 error_class: class,
                 reason: reason.as_deref(),
                 at: &at,
+                verified: seen,
             };
             if let Err(e) = l.record_job(&self.run_id, job, &record) {
                 tracing::error!(error = %e, "could not record the job in the ledger");
@@ -170,6 +196,7 @@ impl JobSink for LocalQueue<'_> {
             match planned {
                 Planned::Copy(job) => self.tx.send(job).await.map_err(|_| Stopped)?,
                 Planned::UpToDate(job) => self.recorder.finish(&job, JobOutcome::UpToDate, 0),
+                Planned::Recent(job) => self.recorder.finish_recent(&job),
                 Planned::Failed(job, e) => self.recorder.finish(&job, JobOutcome::Failed(e), 0),
             }
         }
@@ -222,6 +249,14 @@ pub async fn run(
             dry_run: opts.dry_run,
         },
         resolve: Resolve::Get,
+        recent: ledger
+            .filter(|_| !opts.recheck_after.is_zero())
+            .map(|ledger| Recent {
+                ledger,
+                since: SystemTime::now()
+                    .checked_sub(opts.recheck_after)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            }),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = || {
