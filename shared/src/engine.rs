@@ -1,6 +1,7 @@
 //! Running one job — the one function both modes call: find what the destination tag holds,
-//! decide (up to date, immutable conflict, copy), copy the image, and say how it ended as a typed
-//! [`JobOutcome`]. Claiming, recording and acknowledging the job are the caller's (the in-process
+//! decide (up to date, immutable conflict, copy), copy the image's content, confirm (fleet jobs)
+//! that the source tag still points at the job's digest, move the tag, and say how it ended as a
+//! typed [`JobOutcome`]. Claiming, recording and acknowledging the job are the caller's (the in-process
 //! runners of `sync`, the fleet worker).
 
 use crate::config::Config;
@@ -139,7 +140,18 @@ impl Engine {
             probe: planned.dst_may_hold_blobs || existing.is_some(),
             blobs: &mover,
         };
-        let bytes = copy.run(&manifest, tag).await?;
+        let bytes = copy.content(&manifest).await?;
+        if planned.confirm_source_tag {
+            let now = src.head_manifest(src_repo, tag).await?;
+            if now.as_ref() != Some(digest) {
+                let source = job.source_ref();
+                return Ok(JobOutcome::Superseded(match now {
+                    Some(d) => format!("{source} now points at {d}, not {digest}"),
+                    None => format!("{source} no longer exists"),
+                }));
+            }
+        }
+        dst.put_manifest(dst_repo, tag, &manifest).await?;
         Ok(JobOutcome::Copied { bytes })
     }
 }

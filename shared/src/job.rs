@@ -40,6 +40,14 @@ impl CopyJob {
         Digest::of(key.as_bytes()).hex()[..32].to_string()
     }
 
+    /// The id of the job one push event asks for (EventBridge's event id): each event is its
+    /// own job, so a tag pushed A → B → A in one day is copied every time, while a redelivered
+    /// event stays the one job.
+    pub fn event_job_id(&self, event_id: &str) -> String {
+        let key = format!("{}#event:{event_id}", self.id());
+        Digest::of(key.as_bytes()).hex()[..32].to_string()
+    }
+
     /// `host/repo:tag` at the source.
     pub fn source_ref(&self) -> String {
         format!("{}/{}:{}", self.source_registry, self.source_repo, self.tag)
@@ -81,6 +89,11 @@ pub struct PlannedJob {
     /// The source manifest, when planning already read it (one-machine runs GET instead of
     /// HEAD, so a copy does not read it twice).
     pub manifest: Option<Manifest>,
+    /// Right before moving the destination tag, check that the source tag still points at the
+    /// job's digest, and end [`JobOutcome::Superseded`] when it does not. The fleet's jobs may
+    /// be old (queues do not keep order, retries wait, events arrive late); a one-machine run
+    /// resolved the tag a moment ago.
+    pub confirm_source_tag: bool,
 }
 
 /// Why a job failed: its class and a reason a person can act on.
@@ -122,6 +135,8 @@ pub enum JobOutcome {
     WouldCopy,
     /// It failed.
     Failed(JobError),
+    /// Not copied: the source tag no longer points at the job's digest (why, for the ledger).
+    Superseded(String),
 }
 
 impl JobOutcome {

@@ -76,8 +76,9 @@ pub struct UnknownWord {
 
 wire_enum! {
     /// Where a job stands. One-machine runs use `succeeded`, `skipped` and `failed`; the fleet
-    /// moves `queued → running → succeeded | skipped | failed | dead`, where `failed` is a
-    /// transient failure whose message will come back and `dead` is in the dead-letter queue.
+    /// moves `queued → running → succeeded | skipped | superseded | failed | dead`, where
+    /// `failed` is a transient failure whose message will come back, `dead` is in the
+    /// dead-letter queue, and `superseded` is a late job whose source tag had moved on.
     pub enum JobState {
         /// Planned and on the queue.
         Queued = "queued",
@@ -91,6 +92,9 @@ wire_enum! {
         Failed = "failed",
         /// Failed for good and dead-lettered.
         Dead = "dead",
+        /// Not copied: the source tag no longer points at the job's digest (a newer job, or
+        /// none, owns the tag). Not an error.
+        Superseded = "superseded",
     }
 }
 
@@ -103,7 +107,12 @@ impl Default for JobState {
 
 impl JobState {
     /// States a job never leaves by itself: the fleet ledger refuses to start or finish it again.
-    pub const FINAL: [JobState; 3] = [JobState::Succeeded, JobState::Skipped, JobState::Dead];
+    pub const FINAL: [JobState; 4] = [
+        JobState::Succeeded,
+        JobState::Skipped,
+        JobState::Dead,
+        JobState::Superseded,
+    ];
 
     /// Whether the job ended for good.
     pub fn is_final(self) -> bool {
@@ -128,6 +137,8 @@ wire_enum! {
         Replayed = "replayed",
         /// A second delivery finished after the job had already ended.
         Duplicate = "duplicate",
+        /// The source tag had moved on; the job was not copied.
+        Superseded = "superseded",
     }
 }
 
@@ -140,6 +151,7 @@ impl From<JobState> for JobEvent {
             JobState::Skipped => JobEvent::Skipped,
             JobState::Failed | JobState::Queued | JobState::Running => JobEvent::Failed,
             JobState::Dead => JobEvent::Dead,
+            JobState::Superseded => JobEvent::Superseded,
         }
     }
 }
@@ -214,6 +226,10 @@ wire_enum! {
         Setup = "setup",
         /// A queue message that is not a valid job.
         BadMessage = "bad_message",
+        /// A well-formed job the current config does not ask for (a repository pair it does
+        /// not map, a tag outside the mapping's globs or not a tag at all): forged, foreign or
+        /// out of date. Never run.
+        RejectedJob = "rejected_job",
     }
 }
 

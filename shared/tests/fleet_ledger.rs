@@ -38,6 +38,7 @@ fn job(tag: &str) -> JobMessage {
         dst_may_hold_blobs: false,
         destination: Destination::Absent,
         manifest: None,
+        confirm_source_tag: true,
     };
     JobMessage::new("run-1", &planned)
 }
@@ -88,7 +89,7 @@ async fn two_deliveries_racing_end_with_one_success_and_a_duplicate_event() {
     assert_eq!(seen, ["duplicate", "succeeded"]);
     // A third delivery after the end does not start.
     match l.start_job(&m, "w3").await.unwrap() {
-        Start::AlreadyDone(state) => assert_eq!(state, JobState::Succeeded),
+        Start::AlreadyDone(ended) => assert_eq!(ended.state, JobState::Succeeded),
         Start::Go(n) => panic!("a finished job started again (attempt {n})"),
     }
 }

@@ -311,7 +311,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving() {
     let p = stack.small_image("ok/app", "v1", 3).await;
     stack.config_for(&stack.src.host(), &[("ok/app", &["**"])]);
     stack.send_raw("this is not json").await;
-    stack.send_raw(r#"{"v": 7, "job_id": "x"}"#).await;
+    stack.send_raw(r#"{"v": 1, "job_id": "x"}"#).await;
     let run = stack.plan()["run_id"].as_str().unwrap().to_string();
     let mut w = stack.worker(&["--exit-when-idle", "3"]);
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
@@ -333,9 +333,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving() {
         "{reasons:?}"
     );
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("unsupported message version 7")),
+        reasons.iter().any(|r| r.contains("missing field")),
         "{reasons:?}"
     );
     // Replay leaves what is not a job where it is.

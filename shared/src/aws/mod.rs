@@ -3,7 +3,7 @@
 //! SDK error, and the S3 read of a config object.
 //!
 //! Each binary makes one [`Aws`] and passes it down; the ECR, SQS, DynamoDB and S3 clients are
-//! all built from the same `SdkConfig`. `AWS_ENDPOINT_URL_<SERVICE>` variables point single
+//! all built from the same `SdkConfig`, which bounds every call ([`OPERATION_TIMEOUT`]). `AWS_ENDPOINT_URL_<SERVICE>` variables point single
 //! services elsewhere (moto in tests).
 
 mod describe;
@@ -12,9 +12,28 @@ mod s3;
 pub use describe::describe;
 pub use s3::read_object;
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::SdkConfig;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OnceCell;
+
+/// Longest wait for a connection to an AWS endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest one attempt of an AWS call may take (a stalled response is cut off and retried by
+/// the SDK's own retry; long polls get their wait on top, see [`long_poll_attempt_timeout`]).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest an AWS call may take with the SDK's retries (3 attempts): a worker never waits on a
+/// stalled connection for longer, so it neither idles alive nor holds a job slot forever.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The attempt timeout of a call that waits `wait` on purpose (an SQS long poll).
+pub fn long_poll_attempt_timeout(wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(wait + ATTEMPT_TIMEOUT)
+        .operation_timeout(wait + OPERATION_TIMEOUT)
+        .build()
+}
 
 /// The process's AWS settings, loaded the SDK's usual way (environment, profile, container or
 /// instance role) the first time a service needs them. Cheap to clone; clones share the load.
@@ -35,7 +54,17 @@ impl Aws {
     /// The settings, loading them the first time.
     pub async fn sdk(&self) -> &SdkConfig {
         self.0
-            .get_or_init(|| aws_config::defaults(aws_config::BehaviorVersion::latest()).load())
+            .get_or_init(|| {
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(CONNECT_TIMEOUT)
+                            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                            .operation_timeout(OPERATION_TIMEOUT)
+                            .build(),
+                    )
+                    .load()
+            })
             .await
     }
 

@@ -46,7 +46,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrorKind, Problem};
-pub use names::{is_ecr_host, EcrHost, MAX_REPOSITORY_PATH_LEN};
+pub use names::{
+    check_repository_path, check_tag, is_ecr_host, EcrHost, MAX_REPOSITORY_PATH_LEN, MAX_TAG_LEN,
+};
 
 use crate::tag_filter::TagFilter;
 

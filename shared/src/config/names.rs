@@ -17,16 +17,26 @@ pub struct EcrHost {
 }
 
 /// Parses an ECR registry host: `ACCOUNT.dkr.ecr.REGION.amazonaws.com`, the FIPS form
-/// `ACCOUNT.dkr.ecr-fips.REGION.amazonaws.com`, and the China partition's `….amazonaws.com.cn`.
+/// `ACCOUNT.dkr.ecr-fips.REGION.amazonaws.com`, the China partition's `….amazonaws.com.cn`, and
+/// the dual-stack (IPv6) forms `ACCOUNT.dkr-ecr.REGION.on.aws` and `ACCOUNT.dkr-ecr-fips.REGION.on.aws`.
 /// Returns `None` for anything else, including an ECR host with a `:port`.
 pub fn is_ecr_host(host: &str) -> Option<EcrHost> {
-    let rest = host
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
-    let (account, rest) = rest.split_once('.')?;
-    let region = rest
-        .strip_prefix("dkr.ecr.")
-        .or_else(|| rest.strip_prefix("dkr.ecr-fips."))?;
+    let (account, region) = if let Some(rest) = host.strip_suffix(".on.aws") {
+        let (account, rest) = rest.split_once('.')?;
+        let region = rest
+            .strip_prefix("dkr-ecr.")
+            .or_else(|| rest.strip_prefix("dkr-ecr-fips."))?;
+        (account, region)
+    } else {
+        let rest = host
+            .strip_suffix(".amazonaws.com")
+            .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+        let (account, rest) = rest.split_once('.')?;
+        let region = rest
+            .strip_prefix("dkr.ecr.")
+            .or_else(|| rest.strip_prefix("dkr.ecr-fips."))?;
+        (account, region)
+    };
     let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
     let region_ok = !region.is_empty()
         && !region.starts_with('-')
@@ -116,6 +126,29 @@ pub fn check_repository_path(path: &str, what: &str) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// Longest tag the OCI distribution spec allows.
+pub const MAX_TAG_LEN: usize = 128;
+
+/// Checks a tag against the OCI grammar `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, so it cannot
+/// change the meaning of a URL it is put in.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let ok_first = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let ok_rest = |b: u8| ok_first(b) || b == b'.' || b == b'-';
+    let bytes = tag.as_bytes();
+    match bytes.split_first() {
+        None => Err("the tag is empty".to_string()),
+        Some(_) if bytes.len() > MAX_TAG_LEN => Err(format!(
+            "the tag is {} characters long; at most {MAX_TAG_LEN} are allowed",
+            bytes.len()
+        )),
+        Some((first, rest)) if ok_first(*first) && rest.iter().all(|b| ok_rest(*b)) => Ok(()),
+        Some(_) => Err(format!(
+            "{tag:?} is not a tag: letters, digits and '_', then also '.' and '-', at most \
+             {MAX_TAG_LEN} characters"
+        )),
+    }
 }
 
 /// One component of the OCI distribution name grammar: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
@@ -260,6 +293,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tags_follow_the_oci_grammar() {
+        for ok in [
+            "v1",
+            "latest",
+            "_x",
+            "1.2.3-rc.1",
+            "A_b-C.d",
+            &"a".repeat(MAX_TAG_LEN),
+        ] {
+            assert_eq!(check_tag(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".v1",
+            "-v1",
+            "v1/../x",
+            "../../other/manifests/v1",
+            "v1?x=1",
+            "v1#x",
+            "v 1",
+            "sha256:abc",
+            "é",
+            &"a".repeat(MAX_TAG_LEN + 1),
+        ] {
+            assert!(check_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn ecr_hosts() {
         let h = is_ecr_host("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap();
         assert_eq!(
@@ -270,6 +332,14 @@ mod tests {
         assert_eq!(h.region, "us-gov-west-1");
         let h = is_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn").unwrap();
         assert_eq!(h.region, "cn-north-1");
+        let h = is_ecr_host("123456789012.dkr-ecr.eu-west-1.on.aws").unwrap();
+        assert_eq!(
+            (h.account.as_str(), h.region.as_str()),
+            ("123456789012", "eu-west-1")
+        );
+        let h = is_ecr_host("123456789012.dkr-ecr-fips.us-east-1.on.aws").unwrap();
+        assert_eq!(h.region, "us-east-1");
+        assert!(is_ecr_host("123456789012.dkr.ecr.us-east-1.on.aws").is_none());
         for not in [
             "123456789012.dkr.ecr.us-east-1.amazonaws.com:443",
             "12345678901.dkr.ecr.us-east-1.amazonaws.com",

@@ -93,15 +93,10 @@ pub struct ImageCopy<'a> {
 }
 
 impl ImageCopy<'_> {
-    /// Copies `top` (read from the source) and pushes it under `tag`. Returns bytes streamed.
-    pub async fn run(&self, top: &Manifest, tag: &str) -> Result<u64, CopyError> {
-        let moved = self.content(top).await?;
-        self.dst.put_manifest(self.dst_repo, tag, top).await?;
-        Ok(moved)
-    }
-
-    /// Copies what `m` references (not `m` itself).
-    async fn content(&self, m: &Manifest) -> Result<u64, CopyError> {
+    /// Copies what `top` (read from the source) references, so that pushing `top` under a tag
+    /// is the last step — the caller's, which may check first that the tag should still move.
+    /// Returns bytes streamed.
+    pub async fn content(&self, m: &Manifest) -> Result<u64, CopyError> {
         match manifest::contents(&m.media_type, &m.bytes)? {
             Contents::Image { blobs } => {
                 total(blobs.iter().map(|b| {

@@ -11,8 +11,17 @@
 //!  "immutable_tags": true, "probe": false}
 //! ```
 //! `probe` says the destination repository already held tags when planned, so blobs are checked
-//! before they are sent ([`PlannedJob::dst_may_hold_blobs`]). Unknown fields are errors: a message that does not parse goes to the
-//! dead-letter queue with the reason instead of being half-understood.
+//! before they are sent ([`PlannedJob::dst_may_hold_blobs`]). A push event's job also carries
+//! `"event_id"` (EventBridge's), which its job id includes.
+//!
+//! Compatibility: `probe` (default `false`) and `event_id` (absent for planned jobs) are
+//! optional; every other field is required. A message that does not parse goes to the
+//! dead-letter queue with the reason instead of being half-understood — except one a newer
+//! ecr-sync wrote (a higher `v`, or a field this build does not know), which is handed back to
+//! the queue after a delay for a newer worker: in a rolling upgrade, old workers never
+//! dead-letter new messages (the queue's `maxReceiveCount` still ends one no worker reads).
+//! A newer writer adds only optional fields within a version; anything an old reader must not
+//! ignore raises `v`.
 
 use crate::digest::Digest;
 use crate::job::{CopyJob, Destination, PlannedJob};
@@ -65,6 +74,10 @@ pub struct JobMessage {
     /// Spelled `probe` on the wire.
     #[serde(default, rename = "probe")]
     pub dst_may_hold_blobs: bool,
+    /// The EventBridge event a push-event job came from (absent for planned jobs); part of
+    /// its job id ([`CopyJob::event_job_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 impl JobMessage {
@@ -91,6 +104,23 @@ impl JobMessage {
             },
             immutable_tags: planned.immutable_tags,
             dst_may_hold_blobs: planned.dst_may_hold_blobs,
+            event_id: None,
+        }
+    }
+
+    /// The message for a job push event `event_id` asks for, in `run_id`.
+    pub fn for_event(run_id: &str, planned: &PlannedJob, event_id: &str) -> JobMessage {
+        let mut m = JobMessage::new(run_id, planned);
+        m.job_id = planned.job.event_job_id(event_id);
+        m.event_id = Some(event_id.to_string());
+        m
+    }
+
+    /// The job id this message's contents give.
+    pub fn expected_id(&self) -> String {
+        match &self.event_id {
+            Some(event) => self.job().event_job_id(event),
+            None => self.job().id(),
         }
     }
 
@@ -115,6 +145,7 @@ impl JobMessage {
             dst_may_hold_blobs: self.dst_may_hold_blobs || redelivered,
             destination: Destination::Unchecked,
             manifest: None,
+            confirm_source_tag: true,
         }
     }
 
@@ -127,6 +158,8 @@ impl JobMessage {
 /// An ECR "Image Action" event as EventBridge delivers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushEvent {
+    /// EventBridge's event id (a redelivery repeats it; a new push has a new one).
+    pub id: String,
     /// The account that owns the source registry.
     pub account: String,
     /// Its region.
@@ -146,9 +179,22 @@ pub struct PushEvent {
 }
 
 impl PushEvent {
-    /// The source registry host the event is about.
+    /// The source registry host the event is about, in its usual form (for messages; match
+    /// config hosts with [`PushEvent::is_from`], which knows the other forms).
     pub fn registry(&self) -> String {
-        format!("{}.dkr.ecr.{}.amazonaws.com", self.account, self.region)
+        let partition = if self.region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        format!("{}.dkr.ecr.{}.{partition}", self.account, self.region)
+    }
+
+    /// Whether `host` is this event's registry: an ECR host (any form: standard, FIPS, China,
+    /// dual-stack) of the event's account and region.
+    pub fn is_from(&self, host: &str) -> bool {
+        crate::config::is_ecr_host(host)
+            .is_some_and(|h| h.account == self.account && h.region == self.region)
     }
 
     /// Why this event is not a copy job (`None` when it is: a successful push of a tag).
@@ -173,6 +219,47 @@ pub enum Incoming {
     Job(JobMessage),
     /// An ECR push event.
     Push(PushEvent),
+    /// A job message written by a newer ecr-sync (a higher version, or a field this worker
+    /// does not know): handed back for a newer worker during a rolling upgrade, never
+    /// dead-lettered by an older one. Says why.
+    Newer(String),
+}
+
+/// The fields of a version-1 job message this build knows, by object.
+const JOB_FIELDS: [&str; 8] = [
+    "v",
+    "job_id",
+    "run_id",
+    "source",
+    "destination",
+    "immutable_tags",
+    "probe",
+    "event_id",
+];
+const SOURCE_FIELDS: [&str; 4] = ["registry", "repository", "tag", "digest"];
+const DESTINATION_FIELDS: [&str; 2] = ["registry", "repository"];
+
+/// Fields of a job message this build does not know, as `path` names.
+fn unknown_fields(obj: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut out: Vec<String> = obj
+        .keys()
+        .filter(|k| !JOB_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for (name, known) in [
+        ("source", &SOURCE_FIELDS[..]),
+        ("destination", &DESTINATION_FIELDS[..]),
+    ] {
+        if let Some(inner) = obj.get(name).and_then(|v| v.as_object()) {
+            out.extend(
+                inner
+                    .keys()
+                    .filter(|k| !known.contains(&k.as_str()))
+                    .map(|k| format!("{name}.{k}")),
+            );
+        }
+    }
+    out
 }
 
 impl Incoming {
@@ -184,10 +271,25 @@ impl Incoming {
             return Err("not a JSON object".to_string());
         };
         if let Some(v) = obj.get("v") {
-            if v.as_u64() != Some(MESSAGE_VERSION as u64) {
-                return Err(format!(
-                    "unsupported message version {v} (this worker reads v{MESSAGE_VERSION})"
-                ));
+            match v.as_u64() {
+                Some(n) if n > MESSAGE_VERSION as u64 => {
+                    return Ok(Incoming::Newer(format!(
+                        "message version {n} is newer than this worker's v{MESSAGE_VERSION}"
+                    )))
+                }
+                Some(n) if n == MESSAGE_VERSION as u64 => {}
+                _ => {
+                    return Err(format!(
+                        "unsupported message version {v} (this worker reads v{MESSAGE_VERSION})"
+                    ))
+                }
+            }
+            let unknown = unknown_fields(obj);
+            if !unknown.is_empty() {
+                return Ok(Incoming::Newer(format!(
+                    "fields this worker does not know ({}): written by a newer ecr-sync",
+                    unknown.join(", ")
+                )));
             }
             let job: JobMessage =
                 serde_json::from_value(value).map_err(|e| format!("job message: {e}"))?;
@@ -222,11 +324,11 @@ fn check_job(job: &JobMessage) -> Result<(), String> {
             return Err(format!("job message: {field} is empty"));
         }
     }
-    if job.job().id() != job.job_id {
+    let expected = job.expected_id();
+    if expected != job.job_id {
         return Err(format!(
-            "job message: job_id {} does not match its source and destination (expected {})",
+            "job message: job_id {} does not match its source and destination (expected {expected})",
             job.job_id,
-            job.job().id()
         ));
     }
     Ok(())
@@ -244,6 +346,7 @@ fn parse_event(obj: &serde_json::Map<String, serde_json::Value>) -> Result<PushE
         .and_then(|d| d.as_object())
         .ok_or("ECR event: detail is missing or not an object")?;
     Ok(PushEvent {
+        id: text(obj, "", "id")?,
         account: text(obj, "", "account")?,
         region: text(obj, "", "region")?,
         time: text(obj, "", "time").unwrap_or_default(),
@@ -279,6 +382,7 @@ mod tests {
             dst_may_hold_blobs: false,
             destination: Destination::Absent,
             manifest: None,
+            confirm_source_tag: false,
         };
         JobMessage::new(run_id, &planned)
     }
@@ -296,8 +400,8 @@ mod tests {
     fn bad_job_messages_say_what_is_wrong() {
         let good = serde_json::to_value(message("r")).unwrap();
         let cases = [
-            ("v", serde_json::json!(2), "unsupported message version 2"),
-            ("extra", serde_json::json!(1), "unknown field `extra`"),
+            ("v", serde_json::json!(0), "unsupported message version 0"),
+            ("v", serde_json::json!("1"), "unsupported message version"),
             ("job_id", serde_json::json!("abc"), "does not match"),
             ("run_id", serde_json::json!(""), "run_id is empty"),
         ];
@@ -313,6 +417,20 @@ mod tests {
             .unwrap_err()
             .contains("source.digest"));
         assert!(Incoming::parse("hello").unwrap_err().contains("not JSON"));
+        // Written by a newer ecr-sync: handed back, not an error.
+        let mut newer = good.clone();
+        newer["v"] = serde_json::json!(2);
+        let Ok(Incoming::Newer(why)) = Incoming::parse(&newer.to_string()) else {
+            panic!("a v2 message is not for a newer worker")
+        };
+        assert!(why.contains("version 2"), "{why}");
+        let mut extra = good.clone();
+        extra["priority"] = serde_json::json!(1);
+        extra["source"]["platform"] = serde_json::json!("linux/arm64");
+        let Ok(Incoming::Newer(why)) = Incoming::parse(&extra.to_string()) else {
+            panic!("unknown fields are not for a newer worker")
+        };
+        assert!(why.contains("priority, source.platform"), "{why}");
         assert!(Incoming::parse("{}").unwrap_err().contains("neither"));
     }
 

@@ -149,7 +149,7 @@ async fn describe(ledger: &FleetLedger, m: &Received) -> Result<DeadLetter, OpsE
                 e.tag.unwrap_or_default()
             ))
         }
-        Err(e) => d.parse_error = Some(e),
+        Ok(Incoming::Newer(why)) | Err(why) => d.parse_error = Some(why),
     }
     Ok(d)
 }
@@ -186,8 +186,8 @@ pub struct ReplayReport {
     pub not_jobs: usize,
 }
 
-/// Moves the selected dead-lettered jobs back to the jobs queue: each is sent to `queue`,
-/// recorded `replayed` in the ledger, then deleted from `dlq`. Everything else is left visible.
+/// Moves the selected dead-lettered jobs back to the jobs queue: each is recorded `replayed`
+/// (state `queued`) in the ledger, sent to `queue`, then deleted from `dlq`. Everything else is left visible.
 pub async fn dlq_replay(
     dlq: &Queue,
     queue: &Queue,
@@ -213,8 +213,12 @@ pub async fn dlq_replay(
                 leave.push(m.receipt.clone());
                 continue;
             }
-            queue.send(&job.to_json(), &[]).await?;
+            // The ledger first: a worker that receives the message at once must find the job
+            // `queued`, not `dead` (it would acknowledge a dead job's message as a duplicate).
+            // A crash between the two leaves the job queued and its message still in the
+            // dead-letter queue, where the next replay finds it.
             ledger.requeue_job(&job, JobEvent::Replayed, who).await?;
+            queue.send(&job.to_json(), &[]).await?;
             dlq.delete(&m.receipt).await?;
             tracing::info!(job_id = %job.job_id, run_id = %job.run_id, "job replayed to the jobs queue");
             report.replayed.push(job.job_id);

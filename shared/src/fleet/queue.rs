@@ -205,6 +205,12 @@ impl Queue {
             .set_visibility_timeout(visibility_seconds)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names("All")
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(
+                crate::aws::long_poll_attempt_timeout(Duration::from_secs(
+                    wait_seconds.max(0) as u64
+                )),
+            ))
             .send()
             .await
             .map_err(|e| self.error("ReceiveMessage", e))?;

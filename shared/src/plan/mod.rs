@@ -242,6 +242,7 @@ impl PlanContext<'_> {
                 None => Destination::Absent,
             },
             manifest,
+            confirm_source_tag: false,
         })
     }
 

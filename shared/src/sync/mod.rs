@@ -119,6 +119,7 @@ impl Recorder<'_> {
             JobOutcome::UpToDate => (Outcome::Skipped, 0, None, Some(up_to_date.to_string())),
             JobOutcome::WouldCopy => (Outcome::WouldCopy, 0, None, None),
             JobOutcome::Failed(e) => (Outcome::Failed, 0, Some(e.class), Some(e.reason)),
+            JobOutcome::Superseded(why) => (Outcome::Skipped, 0, None, Some(why)),
         };
         let (src, dst) = (job.source_ref(), job.destination_ref());
         match outcome {

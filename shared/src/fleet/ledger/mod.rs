@@ -85,8 +85,20 @@ pub struct Finish {
 pub enum Start {
     /// Go ahead; this is attempt n.
     Go(u64),
-    /// The job already ended in this state; acknowledge the message and do nothing.
-    AlreadyDone(JobState),
+    /// The job already ended; acknowledge the message (a `dead` one is dead-lettered again,
+    /// so a dead job is never lost between the ledger and the dead-letter queue).
+    AlreadyDone(Ended),
+}
+
+/// How an ended job ended, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Its final state.
+    pub state: JobState,
+    /// Error class, when it failed.
+    pub error_class: Option<ErrorClass>,
+    /// Reason, when it failed or was superseded.
+    pub error: Option<String>,
 }
 
 /// The DynamoDB ledger table.
@@ -325,12 +337,19 @@ impl FleetLedger {
             )),
             Err(e) if is_conditional(&e) => {
                 // The condition failed, so the item exists in a final state.
-                let state = self
-                    .job(&m.run_id, &m.job_id)
-                    .await?
-                    .map(|j| j.state)
-                    .unwrap_or(JobState::Dead);
-                Ok(Start::AlreadyDone(state))
+                let ended = match self.job(&m.run_id, &m.job_id).await? {
+                    Some(j) => Ended {
+                        state: j.state,
+                        error_class: j.error_class,
+                        error: j.error,
+                    },
+                    None => Ended {
+                        state: JobState::Dead,
+                        error_class: None,
+                        error: None,
+                    },
+                };
+                Ok(Start::AlreadyDone(ended))
             }
             Err(e) => Err(self.error("UpdateItem", e)),
         }

@@ -122,9 +122,9 @@ mod tests {
         );
         assert_eq!(
             u.condition.as_deref(),
-            Some("attribute_not_exists(pk) OR NOT (#state IN (:v4, :v5, :v6))")
+            Some("attribute_not_exists(pk) OR NOT (#state IN (:v4, :v5, :v6, :v7))")
         );
         assert_eq!(u.names["#source"], "source");
-        assert_eq!(u.values.len(), 7);
+        assert_eq!(u.values.len(), 8);
     }
 }

@@ -4,13 +4,14 @@
 
 use super::super::message::{JobMessage, PushEvent};
 use crate::aws::Aws;
-use crate::config::{Config, ConfigError};
+use crate::config::{check_repository_path, check_tag, Config, ConfigError};
 use crate::config_source::load_versioned;
 use crate::engine::Engine;
-use crate::job::{CopyJob, Destination, PlannedJob};
+use crate::job::{CopyJob, Destination, JobError, PlannedJob};
 use crate::plan::{Scanner, REFRESH_SKIP};
 use crate::registries::SetupError;
 use crate::retry::RetryPolicy;
+use crate::vocab::ErrorClass;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -41,32 +42,113 @@ impl ConfigVersion {
         &self.engine.config
     }
 
-    /// Turns a push event into a job of run `events-YYYY-MM-DD`. `Ok(Err(reason))` is an event
-    /// the config does not cover (acknowledge it); `Err` is a failure to find out (retry later).
-    pub async fn job_for_event(
+    /// Checks that every registry client this config names can be made (credential
+    /// variables set, CA files readable).
+    pub async fn check(&self) -> Result<(), SetupError> {
+        let registries = &self.engine.registries;
+        for repo in &self.config().repos {
+            registries.get(&repo.source.registry).await?;
+        }
+        if let Some(d) = &self.config().destination_registry {
+            registries.get(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the current config asks for `job`: its tag is a tag, its source repository is
+    /// mapped to its destination repository on the configured destination registry, and the
+    /// mapping's globs select the tag. A job that fails this is never run: it is forged,
+    /// foreign, or planned under a config that changed since ([`ErrorClass::RejectedJob`]). A
+    /// destination registry that cannot be found out is a setup problem (retried later).
+    pub async fn authorize(&self, job: &JobMessage) -> Result<(), JobError> {
+        let reject = |why: String| JobError::new(ErrorClass::RejectedJob, why);
+        let (src, dst) = (&job.source, &job.destination);
+        check_tag(&src.tag).map_err(|e| reject(format!("source.tag: {e}")))?;
+        check_repository_path(&src.repository, "source.repository").map_err(reject)?;
+        check_repository_path(&dst.repository, "destination.repository").map_err(reject)?;
+        let Some(repo) =
+            self.config().repos.iter().find(|r| {
+                r.source.registry == src.registry && r.source.repository == src.repository
+            })
+        else {
+            return Err(reject(format!(
+                "{}/{} is not a source in the config",
+                src.registry, src.repository
+            )));
+        };
+        let mapped = self.config().repos.iter().any(|r| {
+            r.source.registry == src.registry
+                && r.source.repository == src.repository
+                && r.destination == dst.repository
+        });
+        if !mapped {
+            return Err(reject(format!(
+                "the config copies {} to {}, not to {}",
+                repo.source_ref(),
+                repo.destination,
+                dst.repository
+            )));
+        }
+        let covered = self.config().repos.iter().any(|r| {
+            r.source.registry == src.registry
+                && r.source.repository == src.repository
+                && r.destination == dst.repository
+                && r.tags.matches(&src.tag)
+        });
+        if !covered {
+            return Err(reject(format!(
+                "tag {:?} matches none of the patterns for {}",
+                src.tag,
+                repo.source_ref()
+            )));
+        }
+        let dst_host = self
+            .engine
+            .registries
+            .destination()
+            .await
+            .map_err(|e| JobError::new(ErrorClass::Setup, e.0))?;
+        if dst.registry != dst_host {
+            return Err(reject(format!(
+                "destination registry {} is not the configured {dst_host}",
+                dst.registry
+            )));
+        }
+        Ok(())
+    }
+
+    /// Turns a push event into the jobs (of run `events-YYYY-MM-DD`) of every config entry
+    /// that covers its repository and tag — two entries may copy one source to two
+    /// destinations. `Ok(Err(reason))` is an event the config does not cover (acknowledge it);
+    /// `Err` is a failure to find out (retry later).
+    pub async fn jobs_for_event(
         &self,
         event: &PushEvent,
-    ) -> Result<Result<JobMessage, String>, String> {
+    ) -> Result<Result<Vec<JobMessage>, String>, String> {
         if let Some(reason) = event.not_a_push() {
             return Ok(Err(reason));
         }
-        let registry = event.registry();
         let tag = event.tag.clone().unwrap_or_default();
-        let Some(repo) = self
+        let sources: Vec<_> = self
             .config()
             .repos
             .iter()
-            .find(|r| r.source.registry == registry && r.source.repository == event.repository)
-        else {
+            .filter(|r| {
+                event.is_from(&r.source.registry) && r.source.repository == event.repository
+            })
+            .collect();
+        let Some(first) = sources.first() else {
             return Ok(Err(format!(
-                "{registry}/{} is not a source in the config",
+                "{}/{} is not a source in the config",
+                event.registry(),
                 event.repository
             )));
         };
-        if !repo.tags.matches(&tag) {
+        let covering: Vec<_> = sources.iter().filter(|r| r.tags.matches(&tag)).collect();
+        if covering.is_empty() {
             return Ok(Err(format!(
                 "tag {tag:?} matches none of the patterns for {}",
-                repo.source_ref()
+                first.source_ref()
             )));
         }
         let digest = crate::digest::Digest::parse(&event.digest)
@@ -77,24 +159,33 @@ impl ConfigVersion {
             .destination()
             .await
             .map_err(|e| e.to_string())?;
-        let Some(immutable) = self.ready_repository(&dst_host, &repo.destination).await? else {
+        let mut jobs = Vec::with_capacity(covering.len());
+        for repo in covering {
+            let Some(immutable) = self.ready_repository(&dst_host, &repo.destination).await? else {
+                tracing::info!(destination = %repo.destination, reason = REFRESH_SKIP, "push event: destination skipped");
+                continue;
+            };
+            let planned = PlannedJob {
+                job: CopyJob {
+                    source_registry: repo.source.registry.clone(),
+                    source_repo: event.repository.clone(),
+                    tag: tag.clone(),
+                    source_digest: Some(digest.clone()),
+                    destination_registry: dst_host.clone(),
+                    destination_repo: repo.destination.clone(),
+                },
+                immutable_tags: immutable,
+                dst_may_hold_blobs: true,
+                destination: Destination::Unchecked,
+                manifest: None,
+                confirm_source_tag: true,
+            };
+            jobs.push(JobMessage::for_event(&event_run_id(), &planned, &event.id));
+        }
+        if jobs.is_empty() {
             return Ok(Err(REFRESH_SKIP.to_string()));
-        };
-        let planned = PlannedJob {
-            job: CopyJob {
-                source_registry: registry,
-                source_repo: event.repository.clone(),
-                tag,
-                source_digest: Some(digest),
-                destination_registry: dst_host,
-                destination_repo: repo.destination.clone(),
-            },
-            immutable_tags: immutable,
-            dst_may_hold_blobs: true,
-            destination: Destination::Unchecked,
-            manifest: None,
-        };
-        Ok(Ok(JobMessage::new(&event_run_id(), &planned)))
+        }
+        Ok(Ok(jobs))
     }
 
     /// Makes sure destination repository `dst_repo` exists (per `mode`), asking the registry
@@ -167,18 +258,21 @@ impl CurrentConfig {
         self.current.read().unwrap().clone()
     }
 
-    /// Reads the config again; swaps in a new version when it changed. A config that no longer
-    /// loads is reported and the old one kept.
+    /// Reads the config again; swaps in a new version when it changed and can run. A config
+    /// that no longer loads, or loads but cannot run (a credential variable that is not set
+    /// yet, an unreadable CA file), is reported and the old one kept — swapped in, it would
+    /// fail every job of that registry fleet-wide — and tried again at the next reload.
     pub async fn reload(&self) {
         match load_versioned(&self.location, &self.aws).await {
             Ok((config, version)) if version != self.current().version => {
-                tracing::info!(config = %self.location, version = %version, "config changed; new jobs use it");
-                *self.current.write().unwrap() = Arc::new(ConfigVersion::new(
-                    config,
-                    version,
-                    self.retry.clone(),
-                    self.aws.clone(),
-                ));
+                let next =
+                    ConfigVersion::new(config, version, self.retry.clone(), self.aws.clone());
+                if let Err(e) = next.check().await {
+                    tracing::error!(config = %self.location, version = %next.version, error = %e, "the changed config cannot run; keeping the previous config");
+                    return;
+                }
+                tracing::info!(config = %self.location, version = %next.version, "config changed; new jobs use it");
+                *self.current.write().unwrap() = Arc::new(next);
             }
             Ok(_) => {}
             Err(e) => {
@@ -189,14 +283,6 @@ impl CurrentConfig {
 
     /// Checks that every registry client of the current config can be made.
     pub async fn check(&self) -> Result<(), SetupError> {
-        let current = self.current();
-        let registries = &current.engine.registries;
-        for repo in &current.config().repos {
-            registries.get(&repo.source.registry).await?;
-        }
-        if let Some(d) = &current.config().destination_registry {
-            registries.get(d).await?;
-        }
-        Ok(())
+        self.current().check().await
     }
 }

@@ -6,7 +6,7 @@ use super::Worker;
 use crate::fleet::ledger::{Finish, Start};
 use crate::fleet::message::{Incoming, JobMessage};
 use crate::fleet::metrics;
-use crate::fleet::queue::{Received, ATTR_ERROR, ATTR_ERROR_CLASS};
+use crate::fleet::queue::{Received, ATTR_ERROR, ATTR_ERROR_CLASS, SQS_BATCH};
 use crate::job::{JobError, JobOutcome};
 use crate::vocab::{ErrorClass, JobEvent, JobState};
 use std::sync::Arc;
@@ -26,14 +26,18 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
         Ok(Incoming::Job(job)) => job,
         Ok(Incoming::Push(event)) => {
             let current = shared.config.current();
-            match current.job_for_event(&event).await {
-                Ok(Ok(job)) => {
-                    tracing::info!(job_id = %job.job_id, run_id = %job.run_id, source = %format!("{}/{}:{}", job.source.registry, job.source.repository, job.source.tag), "push event accepted");
-                    if let Err(e) = shared.ensure_event_run(&job.run_id).await {
+            match current.jobs_for_event(&event).await {
+                Ok(Ok(mut jobs)) => {
+                    let run_id = jobs[0].run_id.clone();
+                    tracing::info!(run_id = %run_id, jobs = jobs.len(), source = %format!("{}/{}:{}", event.registry(), event.repository, event.tag.as_deref().unwrap_or("")), "push event accepted");
+                    if let Err(e) = shared.ensure_event_run(&run_id).await {
                         tracing::error!(error = %e, "could not record the event run; the message will come back");
                         return shared.retry_later(&msg, msg.receive_count).await;
                     }
-                    job
+                    if jobs.len() > 1 {
+                        return shared.fan_out(&msg, &jobs).await;
+                    }
+                    jobs.remove(0)
                 }
                 Ok(Err(reason)) => {
                     tracing::info!(repository = %event.repository, tag = event.tag.as_deref().unwrap_or(""), reason = %reason, "push event not covered by the config; acknowledged");
@@ -44,6 +48,10 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
                     return shared.retry_later(&msg, msg.receive_count).await;
                 }
             }
+        }
+        Ok(Incoming::Newer(reason)) => {
+            tracing::warn!(message_id = %msg.message_id, reason = %reason, "message for a newer worker; handing it back");
+            return shared.retry_later(&msg, msg.receive_count).await;
         }
         Err(reason) => {
             tracing::error!(message_id = %msg.message_id, reason = %reason, "malformed message; dead-lettering it");
@@ -57,6 +65,17 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
 }
 
 async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
+    if let Err(e) = shared.config.current().authorize(&job).await {
+        if e.class == ErrorClass::RejectedJob {
+            tracing::error!(reason = %e.reason, "job rejected: the config does not ask for it; dead-lettering it");
+            shared.reject(&job).await;
+            return shared
+                .dead_letter(&msg, &job.to_json(), e.class, &e.reason)
+                .await;
+        }
+        tracing::error!(error = %e, "cannot check the job against the config; it will come back");
+        return shared.retry_later(&msg, msg.receive_count).await;
+    }
     if !shared.running.lock().unwrap().insert(job.job_id.clone()) {
         tracing::info!("this worker is already running the job; the duplicate comes back later");
         return shared.retry_later(&msg, 1).await;
@@ -68,8 +87,18 @@ async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
 async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
     let attempt = match shared.ledger.start_job(job, &shared.opts.worker_id).await {
         Ok(Start::Go(n)) => n,
-        Ok(Start::AlreadyDone(state)) => {
-            tracing::info!(state = %state, "job already ended; duplicate delivery acknowledged");
+        Ok(Start::AlreadyDone(ended)) if ended.state == JobState::Dead => {
+            // Recorded dead, but whether it reached the dead-letter queue is unknown (the send
+            // may have failed, or the worker died): send it (again). Never zero times.
+            let class = ended.error_class.unwrap_or(ErrorClass::Transient);
+            let reason = ended.error.unwrap_or_else(|| "recorded dead".to_string());
+            tracing::warn!(error_class = %class, "job already dead; making sure it is in the dead-letter queue");
+            return shared
+                .dead_letter(msg, &job.to_json(), class, &reason)
+                .await;
+        }
+        Ok(Start::AlreadyDone(ended)) => {
+            tracing::info!(state = %ended.state, "job already ended; duplicate delivery acknowledged");
             return shared.delete(msg).await;
         }
         Err(e) => {
@@ -109,7 +138,14 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
     let state = match &outcome {
         JobOutcome::Copied { .. } => JobState::Succeeded,
         JobOutcome::UpToDate | JobOutcome::WouldCopy => JobState::Skipped,
-        JobOutcome::Failed(e) if e.class.is_transient() && !last_try => JobState::Failed,
+        JobOutcome::Superseded(_) => JobState::Superseded,
+        // A setup problem (a registry client that cannot be made) is the deployment's, not
+        // the job's: it comes back later instead of being dead-lettered.
+        JobOutcome::Failed(e)
+            if (e.class.is_transient() || e.class == ErrorClass::Setup) && !last_try =>
+        {
+            JobState::Failed
+        }
         JobOutcome::Failed(_) => JobState::Dead,
     };
     let bytes = outcome.bytes();
@@ -120,7 +156,10 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         bytes,
         duration_ms,
         error_class: error.map(|e| e.class),
-        error: error.map(|e| e.reason.clone()),
+        error: match &outcome {
+            JobOutcome::Superseded(why) => Some(why.clone()),
+            _ => error.map(|e| e.reason.clone()),
+        },
     };
     let recorded = match shared.ledger.finish_job(job, worker, &finish).await {
         Ok(recorded) => recorded,
@@ -138,6 +177,12 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         JobState::Succeeded | JobState::Skipped => {
             tracing::info!(state = %state, bytes, duration_ms, attempt, recorded, "job done")
         }
+        JobState::Superseded => tracing::info!(
+            reason = finish.error.as_deref(),
+            attempt,
+            recorded,
+            "job superseded: the source tag moved on; not copied"
+        ),
         JobState::Failed => tracing::warn!(
             error_class = class,
             reason,
@@ -222,6 +267,52 @@ impl Worker {
                 tracing::error!(error = %e, "could not dead-letter the message; it will come back");
                 self.retry_later(msg, msg.receive_count).await
             }
+        }
+    }
+
+    /// Puts the jobs one push event asks for on the jobs queue as job messages, then
+    /// acknowledges the event. A failed send leaves the event to come back (the jobs' ids are
+    /// the event's, so the ones already sent are not copied twice).
+    async fn fan_out(&self, msg: &Received, jobs: &[JobMessage]) {
+        let bodies: Vec<String> = jobs.iter().map(JobMessage::to_json).collect();
+        for chunk in bodies.chunks(SQS_BATCH) {
+            if let Err(e) = self.queue.send_batch(chunk).await {
+                tracing::error!(error = %e, "could not queue the push event's jobs; the event will come back");
+                return self.retry_later(msg, msg.receive_count).await;
+            }
+        }
+        tracing::info!(
+            jobs = jobs.len(),
+            "push event covered by several config entries; their jobs are queued"
+        );
+        self.delete(msg).await
+    }
+
+    /// Records a rejected job `dead` when the ledger planned it (a config change since): its
+    /// run then tells the truth. A forged job has no item and gets none.
+    async fn reject(&self, job: &JobMessage) {
+        let planned = match self.ledger.job(&job.run_id, &job.job_id).await {
+            Ok(item) => item.is_some_and(|j| !j.state.is_final()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the rejected job's ledger item");
+                false
+            }
+        };
+        if !planned {
+            return;
+        }
+        let finish = Finish {
+            state: JobState::Dead,
+            error_class: Some(ErrorClass::RejectedJob),
+            error: Some("the config no longer asks for this job".to_string()),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .ledger
+            .finish_job(job, &self.opts.worker_id, &finish)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the rejected job");
         }
     }
 
