@@ -306,7 +306,7 @@ variable "scale_in_after_minutes" {
 ################################################################################
 
 variable "max_receive_count" {
-  description = "Deliveries of a job before SQS moves it to the DLQ."
+  description = "Receives of one message before SQS moves it to the DLQ: catches jobs that crash or stall workers (transient failures are retried as fresh delayed messages until the worker's give-up window of 3 h)."
   type        = number
   default     = 5
 

@@ -45,10 +45,13 @@ struct Args {
     /// Seconds between config reloads.
     #[arg(long, default_value_t = worker::DEFAULT_CONFIG_REFRESH.as_secs())]
     config_refresh_seconds: u64,
-    /// Delay in seconds before a transiently failed job's first retry (doubles per receive,
-    /// at most 900).
+    /// Delay in seconds before a transiently failed job's first retry (doubles per retry, at
+    /// most 900).
     #[arg(long, default_value_t = worker::DEFAULT_REQUEUE_DELAY.as_secs())]
     retry_delay_seconds: u64,
+    /// Seconds a transiently failing job keeps being retried before it is dead-lettered.
+    #[arg(long, default_value_t = worker::DEFAULT_GIVE_UP_AFTER.as_secs())]
+    give_up_after_seconds: u64,
     /// Long-poll wait in seconds.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i32).range(0..=20))]
     wait_seconds: i32,
@@ -78,6 +81,7 @@ async fn main() -> ExitCode {
         drain: Duration::from_secs(args.drain_seconds),
         config_refresh: Duration::from_secs(args.config_refresh_seconds.max(1)),
         requeue_delay: Duration::from_secs(args.retry_delay_seconds),
+        give_up_after: Duration::from_secs(args.give_up_after_seconds),
         wait_seconds: args.wait_seconds,
         retry: if fast {
             RetryPolicy::fast()

@@ -381,7 +381,10 @@ async fn a_reloaded_config_that_cannot_run_is_not_swapped_in_and_jobs_keep_copyi
         if err.contains("config changed") || err.contains("cannot run") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no reload\n{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no reload\n{err}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Jobs planned meanwhile (with the good config) are still copied.
@@ -432,4 +435,42 @@ async fn messages_from_a_newer_ecr_sync_are_handed_back_not_dead_lettered() {
     let mut w = stack.worker(&["--exit-when-idle", "2"]);
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
     assert_eq!(stack.dst_digest("upgrade/app", "v1").await, Some(p.digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_receive_budget_ends_with_every_job_copied() {
+    // The queue allows two receives; the outage outlasts several retries.
+    let stack = Stack::start(2).await;
+    let mut want = Vec::new();
+    for i in 0..3u64 {
+        let tag = format!("v{i}");
+        let p = stack.small_image("outage/app", &tag, 200 + i).await;
+        want.push(("outage/app", tag, p.digest));
+    }
+    let proxy = proxy::Proxy::start(&stack.src.url(), proxy::Faults::default()).await;
+    stack.config_for(&proxy.host(), &[("outage/app", &["**"])]);
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    proxy.set_faults(proxy::Faults {
+        error_every: 1,
+        ..Default::default()
+    });
+    // An hour compressed: 1 s first retry delay, a 120 s give-up window, a 12 s outage.
+    let w = stack.worker(&["--give-up-after-seconds", "120"]);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    proxy.set_faults(proxy::Faults::default());
+    until_copied(&stack, &want, Duration::from_secs(60)).await;
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 3, "{status}\n{}", w.stderr());
+    let job = stack.job(status["slowest"][0]["job_id"].as_str().unwrap());
+    let failures = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "failed")
+        .count();
+    assert!(
+        failures >= 2,
+        "the outage did not outlast the receive budget: {job}"
+    );
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
 }

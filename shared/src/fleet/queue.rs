@@ -25,6 +25,13 @@ const BATCH_RESENDS: u32 = 6;
 pub const ATTR_ERROR_CLASS: &str = "ecr_sync_error_class";
 /// Message attribute with the reason of a dead-lettered job.
 pub const ATTR_ERROR: &str = "ecr_sync_error";
+/// Message attribute of a job sent back for a retry: how many retries it has had.
+pub const ATTR_RETRIES: &str = "ecr_sync_retries";
+/// Message attribute of a job sent back for a retry: when its first retry was decided (Unix
+/// seconds), so the give-up window spans the fresh copies.
+pub const ATTR_RETRYING_SINCE: &str = "ecr_sync_retrying_since";
+/// Longest delivery delay SQS allows on a message.
+pub const MAX_DELAY_SECONDS: u32 = 900;
 
 /// An SQS call that failed (after the SDK's own retries).
 #[derive(Debug, thiserror::Error)]
@@ -164,11 +171,23 @@ impl Queue {
         body: &str,
         attributes: &[(&str, &str)],
     ) -> Result<String, QueueError> {
+        self.send_delayed(body, attributes, 0).await
+    }
+
+    /// Sends one body with string attributes, delivered after `delay_seconds` (at most
+    /// [`MAX_DELAY_SECONDS`]); returns the message id.
+    pub async fn send_delayed(
+        &self,
+        body: &str,
+        attributes: &[(&str, &str)],
+        delay_seconds: u32,
+    ) -> Result<String, QueueError> {
         let mut req = self
             .client
             .send_message()
             .queue_url(&self.url)
-            .message_body(body);
+            .message_body(body)
+            .delay_seconds(delay_seconds.min(MAX_DELAY_SECONDS) as i32);
         for (name, value) in attributes {
             // SQS rejects empty attribute values and values over 256 KiB with the body.
             let value: String = if value.is_empty() { "-" } else { value }

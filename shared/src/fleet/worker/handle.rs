@@ -6,7 +6,9 @@ use super::Worker;
 use crate::fleet::ledger::{Finish, Start};
 use crate::fleet::message::{Incoming, JobMessage};
 use crate::fleet::metrics;
-use crate::fleet::queue::{Received, ATTR_ERROR, ATTR_ERROR_CLASS, SQS_BATCH};
+use crate::fleet::queue::{
+    Received, ATTR_ERROR, ATTR_ERROR_CLASS, ATTR_RETRIES, ATTR_RETRYING_SINCE, SQS_BATCH,
+};
 use crate::job::{JobError, JobOutcome};
 use crate::vocab::{ErrorClass, JobEvent, JobState};
 use std::sync::Arc;
@@ -32,7 +34,7 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
                     tracing::info!(run_id = %run_id, jobs = jobs.len(), source = %format!("{}/{}:{}", event.registry(), event.repository, event.tag.as_deref().unwrap_or("")), "push event accepted");
                     if let Err(e) = shared.ensure_event_run(&run_id).await {
                         tracing::error!(error = %e, "could not record the event run; the message will come back");
-                        return shared.retry_later(&msg, msg.receive_count).await;
+                        return shared.retry_later(&msg).await;
                     }
                     if jobs.len() > 1 {
                         return shared.fan_out(&msg, &jobs).await;
@@ -45,13 +47,13 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
                 }
                 Err(reason) => {
                     tracing::warn!(repository = %event.repository, reason = %reason, "push event could not be resolved; it will come back");
-                    return shared.retry_later(&msg, msg.receive_count).await;
+                    return shared.retry_later(&msg).await;
                 }
             }
         }
         Ok(Incoming::Newer(reason)) => {
             tracing::warn!(message_id = %msg.message_id, reason = %reason, "message for a newer worker; handing it back");
-            return shared.retry_later(&msg, msg.receive_count).await;
+            return shared.hand_back(&msg, msg.receive_count).await;
         }
         Err(reason) => {
             tracing::error!(message_id = %msg.message_id, reason = %reason, "malformed message; dead-lettering it");
@@ -74,11 +76,11 @@ async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
                 .await;
         }
         tracing::error!(error = %e, "cannot check the job against the config; it will come back");
-        return shared.retry_later(&msg, msg.receive_count).await;
+        return shared.retry_later(&msg).await;
     }
     if !shared.running.lock().unwrap().insert(job.job_id.clone()) {
         tracing::info!("this worker is already running the job; the duplicate comes back later");
-        return shared.retry_later(&msg, 1).await;
+        return shared.hand_back(&msg, 1).await;
     }
     run_claimed(&shared, &msg, &job).await;
     shared.running.lock().unwrap().remove(&job.job_id);
@@ -103,7 +105,7 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         }
         Err(e) => {
             tracing::error!(error = %e, "ledger unavailable; the message will come back");
-            return shared.retry_later(msg, msg.receive_count).await;
+            return shared.retry_later(msg).await;
         }
     };
     let started = Instant::now();
@@ -132,9 +134,7 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
             return shared.release(msg).await;
         }
     };
-    let last_try = shared
-        .max_receive_count
-        .is_some_and(|max| msg.receive_count >= max);
+    let last_try = shared.last_try(msg);
     let state = match &outcome {
         JobOutcome::Copied { .. } => JobState::Succeeded,
         JobOutcome::UpToDate | JobOutcome::WouldCopy => JobState::Skipped,
@@ -165,7 +165,7 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         Ok(recorded) => recorded,
         Err(e) => {
             tracing::error!(error = %e, "could not record the outcome; the message will come back");
-            return shared.retry_later(msg, msg.receive_count).await;
+            return shared.retry_later(msg).await;
         }
     };
     metrics::emit_job(state.into(), bytes, duration_ms, &job.run_id, &job.job_id);
@@ -197,7 +197,7 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         ),
     }
     match (state, error) {
-        (JobState::Failed, _) => shared.retry_later(msg, msg.receive_count).await,
+        (JobState::Failed, _) => shared.retry_later(msg).await,
         (JobState::Dead, Some(e)) if recorded => {
             shared
                 .dead_letter(msg, &job.to_json(), e.class, &e.reason)
@@ -227,8 +227,11 @@ impl Worker {
         }
     }
 
-    /// Lets the message come back after a delay that grows with its receive count.
-    async fn retry_later(&self, msg: &Received, receive_count: u32) {
+    /// Lets this very message come back after a delay that grows with `receive_count`. Each
+    /// time counts against the queue's `maxReceiveCount`: for what should end in the
+    /// dead-letter queue if it never works (a message for a newer worker, a failed
+    /// dead-letter send), and for a second delivery of a job this process is running.
+    async fn hand_back(&self, msg: &Received, receive_count: u32) {
         let delay = self.opts.requeue_delay(receive_count);
         if let Err(e) = self
             .queue
@@ -237,6 +240,46 @@ impl Worker {
         {
             tracing::error!(error = %e, "could not set the retry delay; the message comes back after its visibility timeout");
         }
+    }
+
+    /// Sends a fresh copy of the message, delivered after a delay that doubles per retry (at
+    /// most 15 minutes), and deletes this one. The copy starts at receive count 1, so waiting
+    /// out an outage or throttling does not use up the queue's `maxReceiveCount` (which then
+    /// only catches messages that crash workers); the retry count and when retrying began
+    /// travel as message attributes, and a job gives up after [`WorkerOptions::give_up_after`].
+    /// If the copy cannot be sent, this message is handed back instead.
+    async fn retry_later(&self, msg: &Received) {
+        let retry = retries(msg) + 1;
+        let delay = self.opts.requeue_delay(retry);
+        let since = retrying_since(msg).unwrap_or_else(unix_now).to_string();
+        let attrs = [
+            (ATTR_RETRIES, retry.to_string()),
+            (ATTR_RETRYING_SINCE, since),
+        ];
+        let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match self
+            .queue
+            .send_delayed(&msg.body, &attrs, delay.as_secs() as u32)
+            .await
+        {
+            Ok(_) => self.delete(msg).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not send the retry; handing the message back instead");
+                self.hand_back(msg, msg.receive_count).await
+            }
+        }
+    }
+
+    /// Whether a failing job has had its last try: the queue would move it to the dead-letter
+    /// queue at its next receive, or it has been retrying for longer than the give-up window.
+    fn last_try(&self, msg: &Received) -> bool {
+        let exhausted = self
+            .max_receive_count
+            .is_some_and(|max| msg.receive_count >= max);
+        let too_long = retrying_since(msg).is_some_and(|since| {
+            unix_now().saturating_sub(since) >= self.opts.give_up_after.as_secs()
+        });
+        exhausted || too_long
     }
 
     /// Makes the message visible at once (a draining worker gives it back).
@@ -253,7 +296,7 @@ impl Worker {
             tracing::error!(
                 "no dead-letter queue known; the message stays and SQS redrive decides"
             );
-            return self.retry_later(msg, msg.receive_count).await;
+            return self.hand_back(msg, msg.receive_count).await;
         };
         match dlq
             .send(
@@ -265,7 +308,7 @@ impl Worker {
             Ok(_) => self.delete(msg).await,
             Err(e) => {
                 tracing::error!(error = %e, "could not dead-letter the message; it will come back");
-                self.retry_later(msg, msg.receive_count).await
+                self.hand_back(msg, msg.receive_count).await
             }
         }
     }
@@ -278,7 +321,7 @@ impl Worker {
         for chunk in bodies.chunks(SQS_BATCH) {
             if let Err(e) = self.queue.send_batch(chunk).await {
                 tracing::error!(error = %e, "could not queue the push event's jobs; the event will come back");
-                return self.retry_later(msg, msg.receive_count).await;
+                return self.retry_later(msg).await;
             }
         }
         tracing::info!(
@@ -330,4 +373,26 @@ impl Worker {
             }
         }
     }
+}
+
+/// Retries a message has had (its attribute; 0 for a first delivery).
+fn retries(msg: &Received) -> u32 {
+    msg.attributes
+        .get(ATTR_RETRIES)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// When retrying the message began (Unix seconds), if it is a retry.
+fn retrying_since(msg: &Received) -> Option<u64> {
+    msg.attributes
+        .get(ATTR_RETRYING_SINCE)
+        .and_then(|t| t.parse().ok())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -4,8 +4,10 @@
 //! Delivery is at least once, so every step is safe to repeat: the ledger refuses to start or
 //! finish a job that already ended (a duplicate is acknowledged), and the copy checks the
 //! destination digest before moving anything. A message is deleted only after its outcome is
-//! recorded. Transient failures come back after a delay that doubles per receive (visibility),
-//! up to the queue's `maxReceiveCount`; permanent ones and the last transient one are
+//! recorded. Transient failures come back as a fresh copy of the message delayed by a time that
+//! doubles per retry (so they do not use up the queue's `maxReceiveCount`, which is left to
+//! catch messages that crash workers), until they have been failing for
+//! [`WorkerOptions::give_up_after`]; permanent ones and the last transient one are
 //! dead-lettered at once with their reason as message attributes.
 //!
 //! Shutdown (SIGTERM from ECS): stop receiving, let in-flight jobs finish until the drain
@@ -38,8 +40,11 @@ pub const DEFAULT_CONFIG_REFRESH: Duration = Duration::from_secs(300);
 /// Delay before a transiently failed job's first retry; doubles per receive, at most
 /// [`MAX_REQUEUE_DELAY`].
 pub const DEFAULT_REQUEUE_DELAY: Duration = Duration::from_secs(30);
-/// Longest delay before a retry (15 minutes: SQS allows up to 12 h, but a fleet should heal fast).
+/// Longest delay before a retry (15 minutes: the most SQS delays a message).
 pub const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(900);
+/// Default time a transiently failing job keeps being retried before it is dead-lettered:
+/// outlasts an outage of a registry, ECR or DynamoDB of an hour or two.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 3600);
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -60,6 +65,8 @@ pub struct WorkerOptions {
     pub config_refresh: Duration,
     /// See [`DEFAULT_REQUEUE_DELAY`].
     pub requeue_delay: Duration,
+    /// See [`DEFAULT_GIVE_UP_AFTER`].
+    pub give_up_after: Duration,
     /// Long-poll wait (at most 20 s).
     pub wait_seconds: i32,
     /// Registry retry policy.
@@ -81,6 +88,7 @@ impl Default for WorkerOptions {
             drain: DEFAULT_DRAIN,
             config_refresh: DEFAULT_CONFIG_REFRESH,
             requeue_delay: DEFAULT_REQUEUE_DELAY,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
             wait_seconds: LONG_POLL_SECONDS,
             retry: RetryPolicy::default(),
             max_messages: None,
@@ -90,9 +98,9 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// The delay before the `receive_count`th receive's retry.
-    pub fn requeue_delay(&self, receive_count: u32) -> Duration {
-        let factor = 1u32 << receive_count.saturating_sub(1).min(16);
+    /// The delay before the `n`th retry (or the `n`th receive's hand-back).
+    pub fn requeue_delay(&self, n: u32) -> Duration {
+        let factor = 1u32 << n.saturating_sub(1).min(16);
         (self.requeue_delay * factor).min(MAX_REQUEUE_DELAY)
     }
 }
