@@ -8,6 +8,7 @@
 //! - [`seed`] — pushes synthetic images (random layers, multi-arch indexes, big blobs) straight
 //!   through the distribution API, independently of the engine under test.
 
+pub mod awsproxy;
 pub mod moto;
 pub mod proxy;
 pub mod registry;

@@ -474,3 +474,93 @@ async fn an_outage_longer_than_the_receive_budget_ends_with_every_job_copied() {
     );
     assert_eq!(stack.depth(&stack.dlq_url).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_aws_responses_at_every_step_lose_no_job_and_record_each_once() {
+    let stack = Stack::start(5).await;
+    let mut want = Vec::new();
+    for i in 0..4u64 {
+        let tag = format!("v{i}");
+        let p = stack.small_image("lossy/app", &tag, 300 + i).await;
+        want.push(("lossy/app", tag, p.digest));
+    }
+    stack.config_for(&stack.src.host(), &[("lossy/app", &["**"])]);
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    // The calls reach moto and take effect; their answers never come back.
+    let aws = awsproxy::AwsProxy::start(&stack.moto.endpoint()).await;
+    let lose = |calls: &[u64]| awsproxy::OpFault {
+        lose: calls.to_vec(),
+        ..Default::default()
+    };
+    aws.set_fault("ReceiveMessage", lose(&[2]));
+    aws.set_fault("UpdateItem", lose(&[1, 4, 6]));
+    aws.set_fault("PutItem", lose(&[1]));
+    aws.set_fault("DeleteMessage", lose(&[1]));
+    aws.set_fault("ChangeMessageVisibility", lose(&[1]));
+    let endpoint = aws.endpoint();
+    let mut w = stack.worker_with_env(
+        &["--exit-when-idle", "8"],
+        &[("AWS_ENDPOINT_URL", endpoint.as_str())],
+    );
+    assert_eq!(w.wait(Duration::from_secs(120)), 0, "{}", w.stderr());
+    until_copied(&stack, &want, Duration::from_secs(5)).await;
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 4, "{status}\n{}", w.stderr());
+    assert_eq!(status["states"].as_object().unwrap().len(), 1, "{status}");
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
+    // Receive #2, UpdateItem #1/#4/#6, PutItem #1 and DeleteMessage #1 happen in any run.
+    assert!(
+        aws.lost() >= 6,
+        "only {} responses lost: {:?}",
+        aws.lost(),
+        aws.counts()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_calls_one_job_costs_stay_within_todays_bounds() {
+    let stack = Stack::start(5).await;
+    let jobs = 20u64;
+    for i in 0..jobs {
+        stack
+            .small_image("cost/app", &format!("v{i}"), 400 + i)
+            .await;
+    }
+    stack.config_for(&stack.src.host(), &[("cost/app", &["**"])]);
+    let aws = awsproxy::AwsProxy::start(&stack.moto.endpoint()).await;
+    let endpoint = aws.endpoint();
+    let via = [("AWS_ENDPOINT_URL", endpoint.as_str())];
+    let plan = stack
+        .planner_with_env(&["plan", "--json"], &via)
+        .ok()
+        .json();
+    assert_eq!(plan["planned"], jobs);
+    let planned = aws.counts();
+    aws.reset_counts();
+    let mut w = stack.worker_with_env(&["--exit-when-idle", "2", "--wait-seconds", "1"], &via);
+    assert_eq!(w.wait(Duration::from_secs(120)), 0, "{}", w.stderr());
+    let worked = aws.counts();
+    let per_job = |n: u64| n as f64 / jobs as f64;
+    let sqs_plan = planned.service_calls(&awsproxy::SQS_OPS);
+    let sqs_work = worked.service_calls(&awsproxy::SQS_OPS);
+    let writes = planned.dynamodb_item_writes() + worked.dynamodb_item_writes();
+    // Printed for the notes (`--nocapture`); idle long polls at the end are included.
+    println!(
+        "per job: SQS {:.2} (plan {:.2}, worker {:.2}: {:?}), DynamoDB item writes {:.2} (plan {:?}, worker {:?})",
+        per_job(sqs_plan + sqs_work),
+        per_job(sqs_plan),
+        per_job(sqs_work),
+        worked.calls,
+        per_job(writes),
+        planned.item_writes,
+        worked.item_writes
+    );
+    // Today's design (a ceiling that catches added calls; the target is lower).
+    assert!(per_job(writes) <= 4.5, "{}", per_job(writes));
+    assert!(
+        per_job(sqs_plan + sqs_work) <= 3.0,
+        "{}",
+        per_job(sqs_plan + sqs_work)
+    );
+}

@@ -1,7 +1,7 @@
 //! The fleet's end-to-end stack: moto (SQS, DynamoDB) and two docker-registry processes on
 //! 127.0.0.1, resources made by the real `ecr-sync bootstrap`, real planner and worker
 //! processes.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use ecr_sync_testkit::{
-    moto::MotoProcess, proxy, registry::RegistryOpts, registry::RegistryProcess, seed,
+    awsproxy, moto::MotoProcess, proxy, registry::RegistryOpts, registry::RegistryProcess, seed,
 };
 
 /// The planner binary, built next to this test's binary by `cargo build --workspace`.
@@ -218,9 +218,15 @@ impl Stack {
 
     /// Runs `ecr-sync ARGS` to the end.
     pub fn planner(&self, args: &[&str]) -> Run {
+        self.planner_with_env(args, &[])
+    }
+
+    /// [`Stack::planner`] with extra environment.
+    pub fn planner_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(planner_bin())
             .args(args)
             .envs(self.env())
+            .envs(env.iter().copied())
             .env_remove("AWS_PROFILE")
             .output()
             .expect("run ecr-sync");
@@ -239,6 +245,11 @@ impl Stack {
     /// Starts a worker with a short visibility, retry delay and poll (unless `extra` sets them),
     /// and `extra` args.
     pub fn worker(&self, extra: &[&str]) -> Worker {
+        self.worker_with_env(extra, &[])
+    }
+
+    /// [`Stack::worker`] with extra environment (e.g. `AWS_ENDPOINT_URL` through a proxy).
+    pub fn worker_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let n = self
             .workers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -260,6 +271,7 @@ impl Stack {
             )
             .args(extra)
             .envs(self.env())
+            .envs(env.iter().copied())
             .env_remove("AWS_PROFILE")
             .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
             .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
