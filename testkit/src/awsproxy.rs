@@ -5,7 +5,8 @@
 //! calls:
 //! - **lose**: the call reaches moto and takes effect, then the connection is closed without an
 //!   answer — the "did it happen?" crash point of a timeout after the service committed;
-//! - **stall**: the answer is held back, as from a stalled connection.
+//! - **stall**: the answer is held back, as from a stalled connection;
+//! - **fail**: the call does not reach moto and gets a given AWS error instead.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -23,6 +24,12 @@ pub struct OpFault {
     pub lose: Vec<u64>,
     /// Hold every response of the operation back this long.
     pub stall: Duration,
+    /// Answer the calls with these 1-based numbers with [`OpFault::error`] instead of passing
+    /// them on (the call does not happen).
+    pub fail: Vec<u64>,
+    /// The error those calls get: HTTP status and AWS error code (JSON protocol shape, e.g.
+    /// `(400, "ReceiptHandleIsInvalid")`).
+    pub error: Option<(u16, String)>,
 }
 
 /// Calls and item writes seen, per operation name (`SendMessage`, `UpdateItem`, …).
@@ -139,16 +146,35 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             *c.item_writes.entry(op.clone()).or_insert(0) += writes;
         }
     }
-    let (lose, stall) = {
+    let (lose, stall, fail) = {
         let mut faults = st.faults.lock().unwrap();
         match faults.get_mut(&op) {
             Some((fault, seen)) => {
                 *seen += 1;
-                (fault.lose.contains(seen), fault.stall)
+                let fail = fault.error.clone().filter(|_| fault.fail.contains(seen));
+                (fault.lose.contains(seen), fault.stall, fail)
             }
-            None => (false, Duration::ZERO),
+            None => (false, Duration::ZERO, None),
         }
     };
+    if let Some((status, code)) = fail {
+        st.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({
+            "__type": format!("com.amazonaws.sqs#{code}"),
+            "message": format!("injected {code}"),
+        })
+        .to_string();
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amzn-query-error", format!("{code};Sender"))
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap());
+    }
     let pq = parts
         .uri
         .path_and_query()
@@ -219,7 +245,7 @@ impl AwsProxy {
         self.state.counts.lock().unwrap().clone()
     }
 
-    /// Responses lost so far (by [`OpFault::lose`]).
+    /// Responses lost or failed so far (by [`OpFault::lose`] and [`OpFault::fail`]).
     pub fn lost(&self) -> u64 {
         self.state.lost.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -564,3 +564,46 @@ async fn the_aws_calls_one_job_costs_stay_within_todays_bounds() {
         per_job(sqs_plan + sqs_work)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_that_learns_the_lease_is_lost_stops_the_copy() {
+    let stack = Stack::start(5).await;
+    let p = stack.small_image("lease/app", "v1", 1).await;
+    // Blob GETs take 2 s each, so the copy outlives the first heartbeat (every 1 s).
+    let slow = proxy::Proxy::start(
+        &stack.src.url(),
+        proxy::Faults {
+            blob_delay: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    stack.config_for(&slow.host(), &[("lease/app", &["**"])]);
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    let aws = awsproxy::AwsProxy::start(&stack.moto.endpoint()).await;
+    aws.set_fault(
+        "ChangeMessageVisibility",
+        awsproxy::OpFault {
+            fail: vec![1],
+            error: Some((400, "ReceiptHandleIsInvalid".into())),
+            ..Default::default()
+        },
+    );
+    let endpoint = aws.endpoint();
+    let mut w = stack.worker_with_env(
+        &["--exit-when-idle", "6"],
+        &[("AWS_ENDPOINT_URL", endpoint.as_str())],
+    );
+    assert_eq!(w.wait(Duration::from_secs(120)), 0, "{}", w.stderr());
+    let err = w.stderr();
+    assert!(err.contains("lease lost"), "{err}");
+    // The delivery that held the message afterwards copied and recorded it.
+    assert_eq!(stack.dst_digest("lease/app", "v1").await, Some(p.digest));
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 1, "{status}");
+    assert!(
+        status["slowest"][0]["attempts"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+}

@@ -45,6 +45,25 @@ pub struct QueueError {
     pub queue: String,
     /// What went wrong, with the SDK's context.
     pub message: String,
+    /// The service's error code, when it answered with one.
+    pub code: Option<String>,
+}
+
+impl QueueError {
+    /// Whether SQS says the message is no longer this receiver's: the receipt handle is stale
+    /// (another receive got it, or it was deleted) — a heartbeat that hears this has lost the
+    /// job's lease.
+    pub fn lease_lost(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "ReceiptHandleIsInvalid"
+                    | "MessageNotInflight"
+                    | "AWS.SimpleQueueService.MessageNotInflight"
+                    | "InvalidReceiptHandle"
+            )
+        )
+    }
 }
 
 /// A message taken from a queue.
@@ -93,6 +112,7 @@ impl Queue {
             op,
             queue: self.url.clone(),
             message: describe(&e),
+            code: e.code().map(str::to_string),
         }
     }
 
@@ -143,6 +163,7 @@ impl Queue {
                         f.code(),
                         f.message().unwrap_or("")
                     ),
+                    code: Some(f.code().to_string()),
                 });
             }
             pending.retain(|(id, _)| failed.iter().any(|f| f.id() == id));
@@ -162,6 +183,7 @@ impl Queue {
                 "{} entries still failing after {BATCH_RESENDS} resends",
                 pending.len()
             ),
+            code: None,
         })
     }
 
@@ -445,6 +467,7 @@ pub async fn bootstrap_queues(
         op,
         queue: queue.to_string(),
         message,
+        code: None,
     };
     let dlq_name = format!("{name}-jobs-dlq");
     let dlq = client

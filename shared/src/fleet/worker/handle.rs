@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-/// How an attempt ended: the engine's outcome, or the drain deadline passing first.
+/// How an attempt ended: the engine's outcome, the drain deadline passing first, or the
+/// heartbeat learning that the message is no longer ours.
 enum Attempt {
     Ran(JobOutcome),
     Released,
+    LeaseLost,
 }
 
 /// Handles one received message; never fails (every problem ends in a log line and a message
@@ -114,13 +116,19 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
     let run = current.engine.run(&planned, false);
     let outcome = tokio::select! {
         outcome = with_deadline(run, shared.opts.job_deadline) => Attempt::Ran(outcome),
-        _ = shared.heartbeat(msg) => unreachable!("the heartbeat never ends"),
+        _ = shared.heartbeat(msg) => Attempt::LeaseLost,
         _ = shared.aborted() => Attempt::Released,
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let worker = &shared.opts.worker_id;
     let outcome = match outcome {
         Attempt::Ran(o) => o,
+        Attempt::LeaseLost => {
+            // Another receive holds the message now (or it is gone): that delivery records
+            // the job; this one stops copying and touches neither the ledger nor the message.
+            tracing::warn!("lease lost: the message is no longer this worker's; copy stopped");
+            return;
+        }
         Attempt::Released => {
             tracing::warn!("drain deadline passed; job released to the queue");
             if let Err(e) = shared
@@ -359,17 +367,23 @@ impl Worker {
         }
     }
 
-    /// Keeps the message invisible while its job runs; never returns.
+    /// Keeps the message invisible while its job runs. Returns only when SQS says the message
+    /// is no longer ours (its lease is lost); other failures are retried at the next beat.
     async fn heartbeat(&self, msg: &Received) {
         let every = Duration::from_secs((self.opts.visibility_seconds / 3).max(1) as u64);
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self
+            match self
                 .queue
                 .set_visibility(&msg.receipt, self.opts.visibility_seconds as i32)
                 .await
             {
-                tracing::warn!(error = %e, "heartbeat failed");
+                Ok(()) => {}
+                Err(e) if e.lease_lost() => {
+                    tracing::warn!(error = %e, "heartbeat: the message is no longer ours");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
     }
