@@ -46,6 +46,9 @@ pub enum Command {
         /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+        /// Call a run still `planning` stalled after this many seconds without progress.
+        #[arg(long, default_value_t = ecr_sync::fleet::ops::DEFAULT_STALLED_AFTER.as_secs())]
+        stalled_after_seconds: u64,
     },
     /// Fleet: the dead-letter queue.
     Dlq {

@@ -33,7 +33,17 @@ async fn main() -> ExitCode {
             let command = match command {
                 Command::Plan(a) => FleetCommand::Plan(a),
                 Command::Bootstrap(a) => FleetCommand::Bootstrap(a),
-                Command::Status { run, fleet, json } => FleetCommand::Status(run, fleet, json),
+                Command::Status {
+                    run,
+                    fleet,
+                    json,
+                    stalled_after_seconds,
+                } => FleetCommand::Status(
+                    run,
+                    fleet,
+                    json,
+                    std::time::Duration::from_secs(stalled_after_seconds),
+                ),
                 Command::Dlq { command } => FleetCommand::Dlq(command),
                 Command::Job { command } => FleetCommand::Job(command),
                 Command::Sync(_) | Command::Validate { .. } => unreachable!("handled above"),

@@ -5,7 +5,7 @@
 //! calls:
 //! - **lose**: the call reaches moto and takes effect, then the connection is closed without an
 //!   answer — the "did it happen?" crash point of a timeout after the service committed;
-//! - **stall**: the answer is held back, as from a stalled connection;
+//! - **stall**: the call is held before it reaches moto, as on a stalled connection;
 //! - **fail**: the call does not reach moto and gets a given AWS error instead.
 
 use bytes::Bytes;
@@ -22,7 +22,8 @@ pub struct OpFault {
     /// Lose the response of the calls with these 1-based numbers (counted per operation from
     /// when the fault was set).
     pub lose: Vec<u64>,
-    /// Hold every response of the operation back this long.
+    /// Hold every call of the operation this long before passing it on (a stalled
+    /// connection: the service has not seen the call yet).
     pub stall: Duration,
     /// Answer the calls with these 1-based numbers with [`OpFault::error`] instead of passing
     /// them on (the call does not happen).
@@ -175,6 +176,9 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             )
             .unwrap());
     }
+    if !stall.is_zero() {
+        tokio::time::sleep(stall).await;
+    }
     let pq = parts
         .uri
         .path_and_query()
@@ -200,9 +204,6 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
         return Err(std::io::Error::other(format!(
             "injected: the response to {op} is lost"
         )));
-    }
-    if !stall.is_zero() {
-        tokio::time::sleep(stall).await;
     }
     let mut out = Response::builder().status(status);
     for (k, v) in &headers {

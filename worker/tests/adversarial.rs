@@ -607,3 +607,65 @@ async fn a_heartbeat_that_learns_the_lease_is_lost_stops_the_copy() {
     );
     assert_eq!(stack.depth(&stack.queue_url).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_killed_mid_run_leaves_no_queued_job_without_a_message_and_status_says_stalled() {
+    let stack = Stack::start(5).await;
+    let mut want = Vec::new();
+    for i in 0..5u64 {
+        let tag = format!("v{i}");
+        let p = stack.small_image("crash/app", &tag, 500 + i).await;
+        want.push(("crash/app", tag, p.digest));
+    }
+    stack.config_for(&stack.src.host(), &[("crash/app", &["**"])]);
+    // The planner's send is held on its way to SQS; the planner dies meanwhile.
+    let aws = awsproxy::AwsProxy::start(&stack.moto.endpoint()).await;
+    aws.set_fault(
+        "SendMessageBatch",
+        awsproxy::OpFault {
+            stall: Duration::from_secs(8),
+            ..Default::default()
+        },
+    );
+    let mut planner = std::process::Command::new(planner_bin())
+        .args(["plan", "--json"])
+        .envs(stack.env())
+        .env("AWS_ENDPOINT_URL", aws.endpoint())
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while aws.counts().calls("SendMessageBatch") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            aws.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    planner.kill().unwrap();
+    planner.wait().unwrap();
+    // Whatever the worker finds, it finishes; nothing is left `queued` with no message.
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    let status = stack.planner(&["status", "--json"]).ok().json();
+    let queued = status["states"]["queued"].as_u64().unwrap_or(0);
+    assert_eq!(
+        queued, 0,
+        "queued jobs whose messages were never sent: {status}"
+    );
+    assert_eq!(status["run"]["state"], "planning", "{status}");
+    assert_eq!(status["stalled"], false, "not yet 10 minutes: {status}");
+    let status = stack
+        .planner(&["status", "--json", "--stalled-after-seconds", "0"])
+        .ok()
+        .json();
+    assert_eq!(status["stalled"], true, "{status}");
+    // The next plan covers what the dead one did not send.
+    stack.plan();
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    until_copied(&stack, &want, Duration::from_secs(5)).await;
+}

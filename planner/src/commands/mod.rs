@@ -120,7 +120,7 @@ pub enum FleetCommand {
     /// `bootstrap`.
     Bootstrap(BootstrapArgs),
     /// `status`.
-    Status(Option<String>, FleetArgs, bool),
+    Status(Option<String>, FleetArgs, bool, std::time::Duration),
     /// `dlq …`.
     Dlq(DlqCommand),
     /// `job …`.
@@ -131,7 +131,9 @@ async fn dispatch(command: FleetCommand, aws: &Aws) -> anyhow::Result<u8> {
     match command {
         FleetCommand::Plan(args) => plan::run(args, aws).await,
         FleetCommand::Bootstrap(args) => bootstrap::run(args, aws).await,
-        FleetCommand::Status(run, fleet, json) => status::run(run, fleet, json, aws).await,
+        FleetCommand::Status(run, fleet, json, stalled_after) => {
+            status::run(run, fleet, json, stalled_after, aws).await
+        }
         FleetCommand::Dlq(DlqCommand::List { fleet, json }) => dlq::list(fleet, json, aws).await,
         FleetCommand::Dlq(DlqCommand::Replay {
             fleet,

@@ -13,16 +13,24 @@ pub async fn run(
     run: Option<String>,
     args: FleetArgs,
     json: bool,
+    stalled_after: std::time::Duration,
     aws: &Aws,
 ) -> anyhow::Result<u8> {
     let fleet = Fleet::open(&args, aws).await;
-    let s = ops::status(fleet.ledger()?, run.as_deref()).await?;
+    let s = ops::status(fleet.ledger()?, run.as_deref(), stalled_after).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(exit::OK);
     }
     let r = &s.run;
     println!("run        {} ({})", r.run_id, r.state);
+    if s.stalled {
+        println!(
+            "           stalled: no planning progress since {} — the planner most likely died; \
+             the jobs it sent are copied as usual, the next plan covers the rest",
+            r.updated_at.as_deref().unwrap_or(&r.started_at)
+        );
+    }
     println!("started    {}", r.started_at);
     println!("config     {} @ {}", r.config_source, r.config_version);
     println!(

@@ -31,11 +31,17 @@ pub enum OpsError {
     NoRuns,
 }
 
+/// Default time without planning progress after which `status` calls a `planning` run stalled.
+pub const DEFAULT_STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A run's summary.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunStatus {
     /// The run.
     pub run: RunRecord,
+    /// Planning made no progress for the stall time: the planner most likely died. Its jobs
+    /// that were sent are copied as usual; the next plan covers the rest.
+    pub stalled: bool,
     /// Jobs by state.
     pub states: BTreeMap<JobState, u64>,
     /// Bytes copied.
@@ -49,7 +55,11 @@ pub struct RunStatus {
 }
 
 /// The status of run `run_id` (the latest when `None`).
-pub async fn status(ledger: &FleetLedger, run_id: Option<&str>) -> Result<RunStatus, OpsError> {
+pub async fn status(
+    ledger: &FleetLedger,
+    run_id: Option<&str>,
+    stalled_after: std::time::Duration,
+) -> Result<RunStatus, OpsError> {
     let run = ledger.run(run_id).await?.ok_or_else(|| match run_id {
         Some(id) => OpsError::NoRun(id.to_string()),
         None => OpsError::NoRuns,
@@ -68,7 +78,17 @@ pub async fn status(ledger: &FleetLedger, run_id: Option<&str>) -> Result<RunSta
     jobs.retain(|j| j.state == JobState::Succeeded);
     jobs.sort_by_key(|j| std::cmp::Reverse(j.duration_ms));
     jobs.truncate(5);
+    // The ledger's timestamps are fixed-width RFC 3339 in UTC: they compare as text.
+    let stalled = run.state == crate::vocab::RunState::Planning && {
+        let last = run.updated_at.as_deref().unwrap_or(&run.started_at);
+        let threshold = std::time::SystemTime::now()
+            .checked_sub(stalled_after)
+            .map(crate::time::rfc3339_ms)
+            .unwrap_or_default();
+        last <= threshold.as_str()
+    };
     Ok(RunStatus {
+        stalled,
         run,
         states,
         bytes,

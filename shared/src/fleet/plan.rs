@@ -1,6 +1,9 @@
-//! The fleet planner: the planning stream ([`crate::plan`]) sinking into the DynamoDB ledger and
-//! SQS. Each chunk of jobs is recorded `queued` first (BatchWriteItem, 25 at a time) and then
-//! sent (SendMessageBatch, 10 at a time), so every message on the queue has a ledger item.
+//! The fleet planner: the planning stream ([`crate::plan`]) sinking into SQS and the DynamoDB
+//! ledger. Each chunk of jobs is sent first (SendMessageBatch, 10 at a time), then recorded
+//! `queued` (a conditional put per job, so a job a worker already started is not set back),
+//! then counted on the run with its progress time. A planner that dies half-way leaves at most
+//! messages without items — a worker's start creates the item — and never a `queued` item
+//! without a message; `status` reports a run that stopped making progress as stalled.
 //! Sources listed through the registry API are resolved with a HEAD per selected tag; ECR
 //! sources come with digests from DescribeImages.
 
@@ -87,7 +90,7 @@ impl From<SinkError> for PlanError {
 
 impl JobSink for FleetSink<'_> {
     type Error = SinkError;
-    /// Two ledger batches, five queue batches.
+    /// Five queue batches.
     const CHUNK: usize = 50;
 
     async fn put(&self, chunk: Vec<Planned>) -> Result<(), SinkError> {
@@ -103,12 +106,15 @@ impl JobSink for FleetSink<'_> {
         if jobs.is_empty() {
             return Ok(());
         }
-        self.ledger.queue_jobs(&jobs).await?;
         let bodies: Vec<String> = jobs.iter().map(JobMessage::to_json).collect();
         futures_util::future::try_join_all(
             bodies.chunks(SQS_BATCH).map(|b| self.queue.send_batch(b)),
         )
         .await?;
+        self.ledger.queue_jobs(&jobs).await?;
+        self.ledger
+            .progress_run(self.run_id, jobs.len() as u64)
+            .await?;
         Ok(())
     }
 }

@@ -24,6 +24,8 @@ pub struct RunRecord {
     pub started_at: String,
     /// When planning ended.
     pub planned_at: Option<String>,
+    /// When planning last made progress (jobs sent).
+    pub updated_at: Option<String>,
     /// Where the config came from.
     pub config_source: String,
     /// The config version read (S3 version id / ETag, or a file hash).

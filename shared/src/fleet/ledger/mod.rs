@@ -32,6 +32,7 @@ use crate::job::RepoPlan;
 use crate::vocab::{ErrorClass, JobEvent, JobState, RunState};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use futures_util::{StreamExt, TryStreamExt};
 use items::{
     expires_at, get_n, get_s, history_entry, is_conditional, job_attributes, job_item, job_key, n,
     now, parse_word, run_key, s, Item,
@@ -46,6 +47,8 @@ pub const HISTORY_DAYS: u64 = 90;
 const WRITE_BATCH: usize = 25;
 /// Times unprocessed batch items are written again (doubling from 50 ms: about 3 s in all).
 const BATCH_REWRITES: u32 = 6;
+/// Conditional job-item writes in flight at once while planning.
+const QUEUE_PUTS_AT_ONCE: usize = 16;
 /// The one global secondary index.
 pub const GSI: &str = "gsi1";
 
@@ -237,25 +240,63 @@ impl FleetLedger {
         self.write_all(items.collect()).await
     }
 
-    /// Records planned jobs as `queued` (before their messages are sent, so a job on the queue
-    /// always has a ledger item).
+    /// Records planned jobs as `queued`, after their messages were sent: a planner that dies
+    /// in between leaves messages without items (a worker's start creates the item), never a
+    /// `queued` item without a message. Each item is written only if absent, so a job a worker
+    /// already started or finished is not set back.
     pub async fn queue_jobs(&self, jobs: &[JobMessage]) -> Result<(), TableError> {
         let at = now();
-        let items = jobs.iter().map(|m| {
-            let mut item = job_key(&m.run_id, &m.job_id);
-            item.extend(
-                job_attributes(m)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v)),
-            );
-            item.insert("state".to_string(), s(JobState::Queued.as_str()));
-            item.insert("attempts".to_string(), n(0));
-            item.insert("queued_at".to_string(), s(&at));
-            item.insert("updated_at".to_string(), s(&at));
-            item.insert("gsi1sk".to_string(), s(format!("{at}#{}", m.run_id)));
-            item
-        });
-        self.write_all(items.collect()).await
+        let items: Vec<Item> = jobs
+            .iter()
+            .map(|m| {
+                let mut item = job_key(&m.run_id, &m.job_id);
+                item.extend(
+                    job_attributes(m)
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v)),
+                );
+                item.insert("state".to_string(), s(JobState::Queued.as_str()));
+                item.insert("attempts".to_string(), n(0));
+                item.insert("queued_at".to_string(), s(&at));
+                item.insert("updated_at".to_string(), s(&at));
+                item.insert("gsi1sk".to_string(), s(format!("{at}#{}", m.run_id)));
+                item
+            })
+            .collect();
+        futures_util::stream::iter(items.into_iter().map(|item| self.put_if_absent(item)))
+            .buffer_unordered(QUEUE_PUTS_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
+    /// Puts `item` unless an item with its key exists.
+    async fn put_if_absent(&self, item: Item) -> Result<(), TableError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(self.error("PutItem", e)),
+        }
+    }
+
+    /// Records that planning made progress: `sent` more jobs are on the queue. `status` tells
+    /// a planner that died (no progress for a while) from one that is working.
+    pub async fn progress_run(&self, run_id: &str, sent: u64) -> Result<(), TableError> {
+        let mut u = Update::default();
+        u.set("updated_at", s(now())).add("planned", sent);
+        u.request(&self.client, &self.table, run_key(run_id))
+            .send()
+            .await
+            .map_err(|e| self.error("UpdateItem", e))?;
+        Ok(())
     }
 
     /// BatchWriteItem in chunks of 25, writing unprocessed items again with backoff.
@@ -507,6 +548,7 @@ impl FleetLedger {
             state: parse_word(&i, "state").unwrap_or(RunState::Failed),
             started_at: get_s(&i, "started_at").unwrap_or_default(),
             planned_at: get_s(&i, "planned_at"),
+            updated_at: get_s(&i, "updated_at"),
             config_source: get_s(&i, "config_source").unwrap_or_default(),
             config_version: get_s(&i, "config_version").unwrap_or_default(),
             planned: get_n(&i, "planned"),

@@ -48,6 +48,13 @@ impl Update {
         self
     }
 
+    pub(super) fn add(&mut self, attr: &str, by: u64) -> &mut Self {
+        let (n, zero, by) = (self.name(attr), self.value(n(0)), self.value(n(by)));
+        self.sets
+            .push(format!("{n} = if_not_exists({n}, {zero}) + {by}"));
+        self
+    }
+
     pub(super) fn remove(&mut self, attr: &str) -> &mut Self {
         let n = self.name(attr);
         self.removes.push(n);
