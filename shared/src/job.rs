@@ -171,6 +171,11 @@ pub struct RepoPlan {
     /// Tags that could not be resolved.
     #[serde(default)]
     pub failed: u64,
+    /// Fleet: tags whose job (same digest) an earlier run still has pending or dead-lettered,
+    /// so it was not queued again (counted in `planned` by the planning stream, taken out by
+    /// the fleet's sink).
+    #[serde(default)]
+    pub pending_elsewhere: u64,
     /// What happened to the repository.
     pub event: Option<RepoEvent>,
     /// Why it was skipped or failed.

@@ -669,3 +669,34 @@ async fn a_planner_killed_mid_run_leaves_no_queued_job_without_a_message_and_sta
     assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
     until_copied(&stack, &want, Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replanning_does_not_queue_again_what_an_earlier_run_has_pending_or_dead() {
+    let stack = Stack::start(5).await;
+    for i in 0..3u64 {
+        stack
+            .small_image("again/app", &format!("v{i}"), 600 + i)
+            .await;
+    }
+    let proxy = proxy::Proxy::start(&stack.src.url(), proxy::Faults::default()).await;
+    stack.config_for(&proxy.host(), &[("again/app", &["**"])]);
+    assert_eq!(stack.plan()["planned"], 3);
+    // Nothing ran yet: the same jobs are still pending from the first run.
+    let second = stack.plan();
+    assert_eq!(second["planned"], 0, "{second}");
+    assert_eq!(second["pending_elsewhere"], 3, "{second}");
+    assert_eq!(stack.depth(&stack.queue_url).await, 3);
+    // They die (corrupt source); the next plan does not dead-letter them all over again.
+    proxy.set_faults(proxy::Faults {
+        corrupt_blobs: true,
+        ..Default::default()
+    });
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(stack.dlq().len(), 3);
+    let third = stack.plan();
+    assert_eq!(third["planned"], 0, "{third}");
+    assert_eq!(third["pending_elsewhere"], 3, "{third}");
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+    assert_eq!(stack.dlq().len(), 3);
+}

@@ -42,8 +42,18 @@ async fn plan_then_two_workers_copy_everything_and_the_ledger_agrees() {
     )
     .await
     .unwrap();
+    // Blob GETs take 300 ms, so the 13 jobs outlast a worker's start-up on a loaded machine
+    // and both workers take part.
+    let slow = proxy::Proxy::start(
+        &stack.src.url(),
+        proxy::Faults {
+            blob_delay: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
     stack.config_for(
-        &stack.src.host(),
+        &slow.host(),
         &[
             ("team/api", &["v*"]),
             ("team/web", &["**"]),

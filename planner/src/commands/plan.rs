@@ -40,10 +40,11 @@ pub async fn run(args: PlanArgs, aws: &Aws) -> anyhow::Result<u8> {
             );
         }
         println!(
-            "run {}: {} jobs queued, {} tags up to date, {} repositories failed, {} skipped ({:.1} s)",
+            "run {}: {} jobs queued, {} tags up to date, {} pending or dead-lettered from earlier runs, {} repositories failed, {} skipped ({:.1} s)",
             report.run_id,
             report.planned,
             report.up_to_date,
+            report.pending_elsewhere,
             report.failed_repos,
             report.skipped_repos,
             report.duration_ms as f64 / 1000.0

@@ -16,7 +16,7 @@ use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve, Scanne
 use crate::registries::{Registries, SetupError};
 use crate::retry::RetryPolicy;
 use crate::time::rfc3339_ms;
-use crate::vocab::{RepoEvent, RunState};
+use crate::vocab::{JobState, RepoEvent, RunState};
 use std::time::{Instant, SystemTime};
 
 /// Why planning stopped.
@@ -53,6 +53,8 @@ pub struct PlanReport {
     pub planned: u64,
     /// Tags already equal at the destination.
     pub up_to_date: u64,
+    /// Tags whose job an earlier run still has pending or dead-lettered (not queued again).
+    pub pending_elsewhere: u64,
     /// Repositories that could not be planned (or had tags that could not be resolved).
     pub failed_repos: u64,
     /// Repositories skipped (refresh mode).
@@ -63,11 +65,35 @@ pub struct PlanReport {
     pub repositories: Vec<RepoPlan>,
 }
 
-/// The fleet's job sink: ledger first, then the queue.
+/// The fleet's job sink: the queue, then the ledger.
 struct FleetSink<'a> {
     queue: &'a Queue,
     ledger: &'a FleetLedger,
     run_id: &'a str,
+    /// Per destination repository, jobs not queued because an earlier run has them pending
+    /// or dead.
+    pending_elsewhere: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// Earlier-run job states that mean "its message is still on a queue": queued, running or
+/// failed (coming back) on the jobs queue, or dead in the dead-letter queue (an operator
+/// decides; replanning it would only dead-letter it again every run).
+const PENDING: [JobState; 4] = [
+    JobState::Queued,
+    JobState::Running,
+    JobState::Failed,
+    JobState::Dead,
+];
+
+impl FleetSink<'_> {
+    /// Whether an earlier run has this job (same destination, tag and digest) pending or dead.
+    async fn pending_elsewhere(&self, job: &JobMessage) -> Result<bool, TableError> {
+        Ok(self
+            .ledger
+            .latest_job(&job.job_id)
+            .await?
+            .is_some_and(|j| j.run_id != job.run_id && PENDING.contains(&j.state)))
+    }
 }
 
 /// A chunk that could not be recorded or sent.
@@ -103,6 +129,23 @@ impl JobSink for FleetSink<'_> {
                 Planned::UpToDate(_) | Planned::Recent(_) | Planned::Failed(..) => None,
             })
             .collect();
+        let checks =
+            futures_util::future::try_join_all(jobs.iter().map(|j| self.pending_elsewhere(j)))
+                .await?;
+        let mut jobs_to_send = Vec::with_capacity(jobs.len());
+        for (job, elsewhere) in jobs.into_iter().zip(checks) {
+            if elsewhere {
+                *self
+                    .pending_elsewhere
+                    .lock()
+                    .unwrap()
+                    .entry(job.destination.repository.clone())
+                    .or_insert(0) += 1;
+            } else {
+                jobs_to_send.push(job);
+            }
+        }
+        let jobs = jobs_to_send;
         if jobs.is_empty() {
             return Ok(());
         }
@@ -157,8 +200,16 @@ pub async fn plan(
         queue,
         ledger,
         run_id: &run.run_id,
+        pending_elsewhere: Default::default(),
     };
-    let (repositories, result) = plan::plan_all(&ctx, &sink).await;
+    let (mut repositories, result) = plan::plan_all(&ctx, &sink).await;
+    let elsewhere = sink.pending_elsewhere.into_inner().unwrap();
+    for r in &mut repositories {
+        if let Some(n) = elsewhere.get(&r.destination) {
+            r.pending_elsewhere = *n;
+            r.planned = r.planned.saturating_sub(*n);
+        }
+    }
     for r in &repositories {
         let event = r.event.unwrap_or(RepoEvent::Planned);
         match (&r.reason, event) {
@@ -166,7 +217,7 @@ pub async fn plan(
                 tracing::error!(run_id = %run.run_id, source = %r.source, reason = %reason, "repository failed")
             }
             _ => {
-                tracing::info!(run_id = %run.run_id, source = %r.source, destination = %r.destination, event = %event, planned = r.planned, up_to_date = r.up_to_date, "repository planned")
+                tracing::info!(run_id = %run.run_id, source = %r.source, destination = %r.destination, event = %event, planned = r.planned, up_to_date = r.up_to_date, pending_elsewhere = r.pending_elsewhere, "repository planned")
             }
         }
     }
@@ -194,6 +245,7 @@ pub async fn plan(
         run_id: run.run_id,
         planned: run.planned,
         up_to_date: run.up_to_date,
+        pending_elsewhere: repositories.iter().map(|r| r.pending_elsewhere).sum(),
         failed_repos: run.failed_repos,
         skipped_repos: count(RepoEvent::Skipped),
         duration_ms: started.elapsed().as_millis() as u64,

@@ -226,6 +226,7 @@ impl FleetLedger {
                 ("destination".to_string(), s(&r.destination)),
                 ("planned".to_string(), n(r.planned)),
                 ("up_to_date".to_string(), n(r.up_to_date)),
+                ("pending_elsewhere".to_string(), n(r.pending_elsewhere)),
                 ("failed_tags".to_string(), n(r.failed)),
                 ("expires_at".to_string(), expires_at()),
             ]);
@@ -573,6 +574,7 @@ impl FleetLedger {
                     planned: get_n(&i, "planned"),
                     up_to_date: get_n(&i, "up_to_date"),
                     failed: get_n(&i, "failed_tags"),
+                    pending_elsewhere: get_n(&i, "pending_elsewhere"),
                     event: parse_word(&i, "event"),
                     reason: get_s(&i, "reason"),
                 }),
@@ -601,6 +603,12 @@ impl FleetLedger {
             .query_index(&format!("JOB#{job_id}"), 100, false)
             .await?;
         Ok(items.iter().map(job_item).collect())
+    }
+
+    /// The newest record of a job across runs (the index, eventually consistent).
+    pub async fn latest_job(&self, job_id: &str) -> Result<Option<FleetJob>, TableError> {
+        let items = self.query_index(&format!("JOB#{job_id}"), 1, false).await?;
+        Ok(items.first().map(job_item))
     }
 
     /// A job's history, oldest first.
