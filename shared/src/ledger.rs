@@ -11,6 +11,7 @@
 
 use crate::digest::Digest;
 use crate::job::CopyJob;
+use crate::time::unix_seconds;
 use crate::vocab::{ErrorClass, JobState, RunState};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
@@ -253,7 +254,7 @@ impl Ledger {
                         repository: job.destination_repo.clone(),
                         tag: job.tag.clone(),
                         digest: d.to_string(),
-                        at: unix_seconds(SystemTime::now()),
+                        at: unix_seconds(SystemTime::now()) as i64,
                     }),
                     _ => None,
                 },
@@ -431,7 +432,7 @@ impl Ledger {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![registry, repository, unix_seconds(since)], |r| {
+            .query_map(params![registry, repository, unix_seconds(since) as i64], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(|e| self.err(e))?;
@@ -455,12 +456,6 @@ impl Ledger {
         let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
-}
-
-fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Drop for Ledger {

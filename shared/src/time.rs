@@ -22,6 +22,13 @@ pub fn date(t: SystemTime) -> String {
     ymd(OffsetDateTime::from(t))
 }
 
+/// Whole seconds since the Unix epoch (0 before it): TTLs, retry windows, ledger sightings.
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn ymd(d: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }

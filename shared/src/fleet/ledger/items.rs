@@ -6,7 +6,7 @@ use crate::vocab::{ErrorClass, JobEvent, JobState, RunState};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::HISTORY_DAYS;
 
@@ -132,11 +132,7 @@ pub(super) fn parse_word<T: std::str::FromStr<Err = crate::vocab::UnknownWord>>(
 }
 
 pub(super) fn expires_at() -> AttributeValue {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    n(now + HISTORY_DAYS * 86_400)
+    n(crate::time::unix_seconds(SystemTime::now()) + HISTORY_DAYS * 86_400)
 }
 
 pub(super) fn now() -> String {

@@ -405,8 +405,5 @@ fn retrying_since(msg: &Received) -> Option<u64> {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::time::unix_seconds(std::time::SystemTime::now())
 }
