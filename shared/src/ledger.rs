@@ -432,9 +432,10 @@ impl Ledger {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![registry, repository, unix_seconds(since) as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_map(
+                params![registry, repository, unix_seconds(since) as i64],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
             .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
         for row in rows {

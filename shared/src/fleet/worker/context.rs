@@ -66,36 +66,30 @@ impl ConfigVersion {
         check_tag(&src.tag).map_err(|e| reject(format!("source.tag: {e}")))?;
         check_repository_path(&src.repository, "source.repository").map_err(reject)?;
         check_repository_path(&dst.repository, "destination.repository").map_err(reject)?;
-        let Some(repo) =
-            self.config().repos.iter().find(|r| {
+        // The config gives each destination repository one mapping, so the pair names at
+        // most one entry.
+        let mut sources =
+            self.config().repos.iter().filter(|r| {
                 r.source.registry == src.registry && r.source.repository == src.repository
-            })
-        else {
+            });
+        let Some(first) = sources.next() else {
             return Err(reject(format!(
                 "{}/{} is not a source in the config",
                 src.registry, src.repository
             )));
         };
-        let mapped = self.config().repos.iter().any(|r| {
-            r.source.registry == src.registry
-                && r.source.repository == src.repository
-                && r.destination == dst.repository
-        });
-        if !mapped {
+        let Some(repo) = std::iter::once(first)
+            .chain(sources)
+            .find(|r| r.destination == dst.repository)
+        else {
             return Err(reject(format!(
                 "the config copies {} to {}, not to {}",
-                repo.source_ref(),
-                repo.destination,
+                first.source_ref(),
+                first.destination,
                 dst.repository
             )));
-        }
-        let covered = self.config().repos.iter().any(|r| {
-            r.source.registry == src.registry
-                && r.source.repository == src.repository
-                && r.destination == dst.repository
-                && r.tags.matches(&src.tag)
-        });
-        if !covered {
+        };
+        if !repo.tags.matches(&src.tag) {
             return Err(reject(format!(
                 "tag {:?} matches none of the patterns for {}",
                 src.tag,
