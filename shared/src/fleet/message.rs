@@ -225,40 +225,51 @@ pub enum Incoming {
     Newer(String),
 }
 
-/// The fields of a version-1 job message this build knows, by object.
-const JOB_FIELDS: [&str; 8] = [
-    "v",
-    "job_id",
-    "run_id",
-    "source",
-    "destination",
-    "immutable_tags",
-    "probe",
-    "event_id",
-];
-const SOURCE_FIELDS: [&str; 4] = ["registry", "repository", "tag", "digest"];
-const DESTINATION_FIELDS: [&str; 2] = ["registry", "repository"];
+/// A job message with every optional field set: its JSON holds every field this build knows.
+fn every_field() -> serde_json::Value {
+    let full = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: String::new(),
+        run_id: String::new(),
+        source: SourceRef {
+            registry: String::new(),
+            repository: String::new(),
+            tag: String::new(),
+            digest: String::new(),
+        },
+        destination: DestinationRef {
+            registry: String::new(),
+            repository: String::new(),
+        },
+        immutable_tags: false,
+        dst_may_hold_blobs: false,
+        event_id: Some(String::new()),
+    };
+    serde_json::to_value(full).expect("plain data serializes")
+}
 
-/// Fields of a job message this build does not know, as `path` names.
+/// Fields of a job message this build does not know, as `path` names (nested objects too).
 fn unknown_fields(obj: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
-    let mut out: Vec<String> = obj
-        .keys()
-        .filter(|k| !JOB_FIELDS.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    for (name, known) in [
-        ("source", &SOURCE_FIELDS[..]),
-        ("destination", &DESTINATION_FIELDS[..]),
-    ] {
-        if let Some(inner) = obj.get(name).and_then(|v| v.as_object()) {
-            out.extend(
-                inner
-                    .keys()
-                    .filter(|k| !known.contains(&k.as_str()))
-                    .map(|k| format!("{name}.{k}")),
-            );
+    fn walk(
+        got: &serde_json::Map<String, serde_json::Value>,
+        known: &serde_json::Value,
+        prefix: &str,
+        out: &mut Vec<String>,
+    ) {
+        for (key, value) in got {
+            match known.get(key) {
+                None => out.push(format!("{prefix}{key}")),
+                Some(inner) if inner.is_object() => {
+                    if let Some(value) = value.as_object() {
+                        walk(value, inner, &format!("{prefix}{key}."), out);
+                    }
+                }
+                Some(_) => {}
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(obj, &every_field(), "", &mut out);
     out
 }
 
