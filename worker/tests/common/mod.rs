@@ -183,6 +183,63 @@ impl Stack {
             .unwrap()
     }
 
+    /// Pushes `n` small images `repo:v0`… (noise seeds from `first_seed`) and returns what the
+    /// destination should end up with: `(repo, tag, digest)`.
+    pub async fn small_images(
+        &self,
+        repo: &'static str,
+        n: u64,
+        first_seed: u64,
+    ) -> Vec<(&'static str, String, String)> {
+        let mut want = Vec::new();
+        for i in 0..n {
+            let tag = format!("v{i}");
+            let p = self.small_image(repo, &tag, first_seed + i).await;
+            want.push((repo, tag, p.digest));
+        }
+        want
+    }
+
+    /// Waits (bounded) until every `(repo, tag, digest)` is at the destination.
+    pub async fn until_copied(&self, want: &[(&str, String, String)], limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let mut missing = Vec::new();
+            for (repo, tag, digest) in want {
+                if self.dst_digest(repo, tag).await.as_ref() != Some(digest) {
+                    missing.push(format!("{repo}:{tag}"));
+                }
+            }
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "still not copied after {limit:?}: {missing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Tags of a destination repository (empty when it does not exist).
+    pub async fn tags_at(&self, repo: &str) -> Vec<String> {
+        let resp = self
+            .dst
+            .client()
+            .get(format!("{}/v2/{repo}/tags/list", self.dst.url()))
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 404 {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        v["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+
     /// Writes the config (`repos` from source repo → tags), plain HTTP to both registries.
     pub fn config_for(&self, source_host: &str, repos: &[(&str, &[&str])]) -> Value {
         let config = json!({
