@@ -6,7 +6,14 @@
 //! - **lose**: the call reaches moto and takes effect, then the connection is closed without an
 //!   answer — the "did it happen?" crash point of a timeout after the service committed;
 //! - **stall**: the call is held before it reaches moto, as on a stalled connection;
-//! - **fail**: the call does not reach moto and gets a given AWS error instead.
+//! - **fail**: the call does not reach moto and gets a given AWS error instead — or, for a
+//!   batch call with [`OpFault::entries`], a 200 answer in which every entry failed with it, as
+//!   SQS answers a batch whose receipt handles went stale.
+//!
+//! Index writes are counted too: an item written with the index key attribute
+//! ([`INDEX_KEY`]) is in the index, and every later write to it (it is remembered by key) costs
+//! one index write as well — DynamoDB's bill for a global secondary index that projects all
+//! attributes.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -31,7 +38,24 @@ pub struct OpFault {
     /// The error those calls get: HTTP status and AWS error code (JSON protocol shape, e.g.
     /// `(400, "ReceiptHandleIsInvalid")`).
     pub error: Option<(u16, String)>,
+    /// For batch operations: answer the failed calls with HTTP 200 and every entry of the
+    /// request failed with [`OpFault::error`]'s code, instead of failing the whole call.
+    pub entries: bool,
 }
+
+/// Random faults on every call, for chaos runs: each call independently, one in `error_every`
+/// is answered 500 `InternalFailure` without reaching the service, and one in `lose_every`
+/// reaches it and loses its answer. `0` disables one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Chaos {
+    /// Answer 500 (the call does not happen).
+    pub error_every: u64,
+    /// Pass the call on, then drop the connection (the call happened).
+    pub lose_every: u64,
+}
+
+/// The attribute that puts a DynamoDB item in the ledger's index (`gsi1pk`).
+pub const INDEX_KEY: &str = "gsi1pk";
 
 /// Calls and item writes seen, per operation name (`SendMessage`, `UpdateItem`, …).
 #[derive(Debug, Clone, Default)]
@@ -40,6 +64,8 @@ pub struct Counts {
     pub calls: HashMap<String, u64>,
     /// DynamoDB items written per operation (`BatchWriteItem` counts its items).
     pub item_writes: HashMap<String, u64>,
+    /// DynamoDB index entries written per operation (see the module docs).
+    pub index_writes: HashMap<String, u64>,
 }
 
 impl Counts {
@@ -56,6 +82,11 @@ impl Counts {
     /// DynamoDB items written in all.
     pub fn dynamodb_item_writes(&self) -> u64 {
         self.item_writes.values().sum()
+    }
+
+    /// DynamoDB index entries written in all.
+    pub fn dynamodb_index_writes(&self) -> u64 {
+        self.index_writes.values().sum()
     }
 }
 
@@ -79,8 +110,28 @@ struct State {
     upstream: String,
     lost: std::sync::atomic::AtomicU64,
     counts: Mutex<Counts>,
+    /// Keys (`pk`, `sk`) of the items that are in the index.
+    indexed: Mutex<std::collections::HashSet<(String, String)>>,
     faults: Mutex<HashMap<String, (OpFault, u64)>>,
+    chaos: Mutex<(Chaos, fastrand::Rng)>,
+    chaos_injected: std::sync::atomic::AtomicU64,
     client: reqwest::Client,
+}
+
+impl State {
+    /// Rolls the chaos dice for one call: (answer 500, lose the answer).
+    fn roll(&self) -> (bool, bool) {
+        let mut guard = self.chaos.lock().unwrap();
+        let (chaos, rng) = &mut *guard;
+        let hit = |every: u64, rng: &mut fastrand::Rng| every > 0 && rng.u64(..every) == 0;
+        let fail = hit(chaos.error_every, rng);
+        let lose = !fail && hit(chaos.lose_every, rng);
+        if fail || lose {
+            self.chaos_injected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        (fail, lose)
+    }
 }
 
 /// A running AWS proxy; stops when dropped.
@@ -93,9 +144,9 @@ pub struct AwsProxy {
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// The operation a request calls, and the DynamoDB items it writes.
-fn operation(headers: &hyper::HeaderMap, body: &[u8]) -> (String, u64) {
-    let op = headers
+/// The operation a request calls (from `X-Amz-Target`, or the query protocol's `Action`).
+fn operation(headers: &hyper::HeaderMap, body: &[u8]) -> String {
+    headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.rsplit('.').next())
@@ -108,28 +159,126 @@ fn operation(headers: &hyper::HeaderMap, body: &[u8]) -> (String, u64) {
                     .map(str::to_string)
             })
         })
-        .unwrap_or_else(|| "unknown".to_string());
-    let writes = match op.as_str() {
-        "PutItem" | "UpdateItem" | "DeleteItem" => 1,
-        "BatchWriteItem" => serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                v["RequestItems"].as_object().map(|tables| {
-                    tables
-                        .values()
-                        .filter_map(|r| r.as_array())
-                        .map(|r| r.len() as u64)
-                        .sum()
-                })
-            })
-            .unwrap_or(0),
-        "TransactWriteItems" => serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["TransactItems"].as_array().map(|a| a.len() as u64))
-            .unwrap_or(0),
-        _ => 0,
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// One DynamoDB item a request writes: its key, and whether the write puts the index key on it.
+struct ItemWrite {
+    key: (String, String),
+    sets_index_key: bool,
+}
+
+/// The items a DynamoDB write request writes.
+fn item_writes(op: &str, body: &[u8]) -> Vec<ItemWrite> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
     };
-    (op, writes)
+    let key_of = |item: &serde_json::Value| {
+        let s = |name: &str| item[name]["S"].as_str().unwrap_or_default().to_string();
+        (s("pk"), s("sk"))
+    };
+    let put = |item: &serde_json::Value| ItemWrite {
+        key: key_of(item),
+        sets_index_key: item.get(INDEX_KEY).is_some(),
+    };
+    let update = |req: &serde_json::Value| ItemWrite {
+        key: key_of(&req["Key"]),
+        sets_index_key: req["ExpressionAttributeNames"]
+            .as_object()
+            .is_some_and(|names| names.values().any(|n| n == INDEX_KEY)),
+    };
+    match op {
+        "PutItem" => vec![put(&v["Item"])],
+        "UpdateItem" | "DeleteItem" => vec![update(&v)],
+        "BatchWriteItem" => v["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flat_map(|tables| tables.values())
+            .filter_map(|r| r.as_array())
+            .flatten()
+            .map(|r| match r.get("PutRequest") {
+                Some(p) => put(&p["Item"]),
+                None => update(&r["DeleteRequest"]),
+            })
+            .collect(),
+        "TransactWriteItems" => v["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                t.get("Put")
+                    .map(|p| put(&p["Item"]))
+                    .or_else(|| t.get("Update").map(update))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Counts one call: the call, its item writes, and the index entries those writes touch.
+fn count(st: &State, op: &str, body: &[u8]) {
+    let writes = item_writes(op, body);
+    let mut index = 0;
+    {
+        let mut indexed = st.indexed.lock().unwrap();
+        for w in &writes {
+            let was = indexed.contains(&w.key);
+            if w.sets_index_key {
+                indexed.insert(w.key.clone());
+            } else if op == "PutItem" || op == "DeleteItem" {
+                // A whole-item write without the index key takes it out of the index.
+                indexed.remove(&w.key);
+            }
+            if was || w.sets_index_key {
+                index += 1;
+            }
+        }
+    }
+    let mut c = st.counts.lock().unwrap();
+    *c.calls.entry(op.to_string()).or_insert(0) += 1;
+    if !writes.is_empty() {
+        *c.item_writes.entry(op.to_string()).or_insert(0) += writes.len() as u64;
+    }
+    if index > 0 {
+        *c.index_writes.entry(op.to_string()).or_insert(0) += index;
+    }
+}
+
+/// A 200 answer to a batch request in which every entry failed with `code`.
+fn all_entries_failed(body: &[u8], code: &str) -> String {
+    let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["Entries"].as_array().map(|e| {
+                e.iter()
+                    .filter_map(|e| e["Id"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "Successful": [],
+        "Failed": ids.iter().map(|id| serde_json::json!({
+            "Id": id, "Code": code, "Message": format!("injected {code}"), "SenderFault": true,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// An answer in the AWS JSON protocol's shape, its body still to come.
+fn json_answer(status: u16) -> hyper::http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+}
+
+/// A whole body.
+fn full(body: String) -> Body {
+    full_bytes(Bytes::from(body))
+}
+
+fn full_bytes(body: Bytes) -> Body {
+    Full::new(body).map_err(|never| match never {}).boxed()
 }
 
 async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>, std::io::Error> {
@@ -139,25 +288,31 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
-    let (op, writes) = operation(&parts.headers, &body);
-    {
-        let mut c = st.counts.lock().unwrap();
-        *c.calls.entry(op.clone()).or_insert(0) += 1;
-        if writes > 0 {
-            *c.item_writes.entry(op.clone()).or_insert(0) += writes;
-        }
+    let op = operation(&parts.headers, &body);
+    count(&st, &op, &body);
+    let (chaos_fail, chaos_lose) = st.roll();
+    if chaos_fail {
+        let body = serde_json::json!({"__type": "InternalFailure", "message": "injected"});
+        return Ok(json_answer(500).body(full(body.to_string())).unwrap());
     }
-    let (lose, stall, fail) = {
+    let (lose, stall, fail, entries) = {
         let mut faults = st.faults.lock().unwrap();
         match faults.get_mut(&op) {
             Some((fault, seen)) => {
                 *seen += 1;
                 let fail = fault.error.clone().filter(|_| fault.fail.contains(seen));
-                (fault.lose.contains(seen), fault.stall, fail)
+                (fault.lose.contains(seen), fault.stall, fail, fault.entries)
             }
-            None => (false, Duration::ZERO, None),
+            None => (false, Duration::ZERO, None, false),
         }
     };
+    let lose = lose || chaos_lose;
+    if let Some((_, code)) = fail.as_ref().filter(|_| entries) {
+        st.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(json_answer(200)
+            .body(full(all_entries_failed(&body, code)))
+            .unwrap());
+    }
     if let Some((status, code)) = fail {
         st.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = serde_json::json!({
@@ -165,15 +320,9 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             "message": format!("injected {code}"),
         })
         .to_string();
-        return Ok(Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.0")
+        return Ok(json_answer(status)
             .header("x-amzn-query-error", format!("{code};Sender"))
-            .body(
-                Full::new(Bytes::from(body))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
+            .body(full(body))
             .unwrap());
     }
     if !stall.is_zero() {
@@ -214,9 +363,7 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             out = out.header(k, v);
         }
     }
-    Ok(out
-        .body(Full::new(bytes).map_err(|never| match never {}).boxed())
-        .unwrap())
+    Ok(out.body(full_bytes(bytes)).unwrap())
 }
 
 impl AwsProxy {
@@ -228,7 +375,10 @@ impl AwsProxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             lost: Default::default(),
             counts: Mutex::new(Counts::default()),
+            indexed: Default::default(),
             faults: Mutex::new(HashMap::new()),
+            chaos: Mutex::new((Chaos::default(), fastrand::Rng::with_seed(11))),
+            chaos_injected: Default::default(),
             client: reqwest::Client::new(),
         });
         let st = state.clone();
@@ -246,7 +396,20 @@ impl AwsProxy {
         self.state.counts.lock().unwrap().clone()
     }
 
-    /// Responses lost or failed so far (by [`OpFault::lose`] and [`OpFault::fail`]).
+    /// Random faults on every call from now on ([`Chaos`]).
+    pub fn set_chaos(&self, chaos: Chaos) {
+        self.state.chaos.lock().unwrap().0 = chaos;
+    }
+
+    /// Calls [`Chaos`] failed or lost so far.
+    pub fn chaos_injected(&self) -> u64 {
+        self.state
+            .chaos_injected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Responses lost or failed so far (by [`OpFault::lose`] and [`OpFault::fail`], and lost
+    /// by [`Chaos`]).
     pub fn lost(&self) -> u64 {
         self.state.lost.load(std::sync::atomic::Ordering::Relaxed)
     }

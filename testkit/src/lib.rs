@@ -3,12 +3,16 @@
 //! - [`registry`] — Debian's `docker-registry` (CNCF distribution) on a free loopback port, plain
 //!   TLS, htpasswd or token auth, stopped when dropped.
 //! - [`moto`] — a moto server (SQS, DynamoDB, S3, ECR control plane) from the project's virtualenv.
+//! - [`ecr`] — a stand-in for an ECR registry host: moto's control plane, a registry for the
+//!   bytes, and a proxy applying ECR's rules (auth with expiring tokens, immutability, rate
+//!   limits, part sizes, redirects to an S3 stand-in, no mounts, referrers API).
 //! - [`proxy`] — a counting, fault-injecting HTTP proxy to put between the engine and a registry.
 //! - [`token`] — a bearer-token server for a registry run with `auth: token`.
 //! - [`seed`] — pushes synthetic images (random layers, multi-arch indexes, big blobs) straight
 //!   through the distribution API, independently of the engine under test.
 
 pub mod awsproxy;
+pub mod ecr;
 pub mod moto;
 pub mod proxy;
 pub mod registry;

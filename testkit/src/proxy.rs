@@ -30,6 +30,10 @@ pub struct Faults {
     /// Hold every blob GET this long before answering, so a copy is surely in flight for a
     /// while (kill and drain tests).
     pub blob_delay: std::time::Duration,
+    /// Answer this many manifest PUTs (from when the faults are set) with 400
+    /// `DIGEST_INVALID`, as distribution does when a blob the manifest references is being
+    /// rewritten by a concurrent upload or mount; they do not reach the registry.
+    pub digest_invalid_manifest_puts: u64,
 }
 
 struct State {
@@ -92,6 +96,23 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
     }
     if hit(faults.throttle_every) {
         return Ok(full(429, &[("retry-after", "1")]));
+    }
+    if method == hyper::Method::PUT && pq.contains("/manifests/") {
+        let mut f = st.faults.lock().unwrap();
+        if f.digest_invalid_manifest_puts > 0 {
+            f.digest_invalid_manifest_puts -= 1;
+            st.injected.fetch_add(1, Ordering::Relaxed);
+            let body = r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#;
+            return Ok(Response::builder()
+                .status(400)
+                .header("content-type", "application/json")
+                .body(
+                    Full::new(Bytes::from(body))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .unwrap());
+        }
     }
     let blob_get = method == hyper::Method::GET && pq.contains("/blobs/sha256:");
     if blob_get && faults.fail_blob_gets {
