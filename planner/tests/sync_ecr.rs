@@ -1,5 +1,6 @@
-//! ECR end to end against moto (control plane) and local registries standing in for the ECR
-//! registry hosts (`registries.HOST.endpoint`), authenticated with moto's ECR token as Basic auth.
+//! ECR end to end against moto (control plane) and testkit's local ECR standing in for the ECR
+//! registry hosts (`registries.HOST.endpoint`): moto's token as Basic auth, repositories that
+//! must exist in moto, pushes listed by DescribeImages, blob GETs redirected to an S3 stand-in.
 
 mod common;
 use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
@@ -7,7 +8,6 @@ use common::*;
 use serde_json::json;
 
 const DST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-const SRC: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
 
 fn ecr_client(moto: &MotoProcess) -> aws_sdk_ecr::Client {
     let conf = aws_sdk_ecr::Config::builder()
@@ -19,29 +19,29 @@ fn ecr_client(moto: &MotoProcess) -> aws_sdk_ecr::Client {
     aws_sdk_ecr::Client::from_conf(conf)
 }
 
-/// moto's token for the caller's account, as Basic credentials on the stand-in registries.
-fn ecr_auth() -> RegistryOpts {
-    RegistryOpts {
-        htpasswd: Some(("AWS".into(), "123456789012-auth-token".into())),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_mode_makes_repositories_with_the_defaults_and_refresh_mode_skips_missing_ones() {
     let moto = MotoProcess::start().await;
     let src = RegistryProcess::start(RegistryOpts::default()).await;
-    let dst = RegistryProcess::start(ecr_auth()).await;
-    let s = seed::Seeder::new(reqwest::Client::new(), &src.url(), None);
-    s.image(
-        "team/api",
-        Some("v1"),
-        vec![seed::noise(1, 1000)],
-        &[],
-        ("linux", "amd64"),
+    let dst = ecr::LocalEcr::start(
+        &moto.endpoint(),
+        "123456789012",
+        "us-east-1",
+        ecr::EcrRules::default(),
     )
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(dst.host(), DST);
+    let s = seed::Seeder::new(reqwest::Client::new(), &src.url(), None);
+    let v1 = s
+        .image(
+            "team/api",
+            Some("v1"),
+            vec![seed::noise(1, 1000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
     s.image(
         "team/web",
         Some("v1"),
@@ -65,11 +65,7 @@ async fn create_mode_makes_repositories_with_the_defaults_and_refresh_mode_skips
     let run = w.sync(&cfg("create", "team/api"), &[], &moto.env());
     run.assert_code(0);
     assert_eq!(run.count("copied"), 1);
-    assert_eq!(
-        tags(&dst, "team/api").await,
-        Vec::<String>::new(),
-        "unauthenticated listing sees nothing"
-    );
+    assert_eq!(dst.digest("team/api", "v1").await, Some(v1.digest.clone()));
     let ecr = ecr_client(&moto);
     let repo = ecr
         .describe_repositories()
@@ -83,6 +79,22 @@ async fn create_mode_makes_repositories_with_the_defaults_and_refresh_mode_skips
     let enc = repo.encryption_configuration().unwrap();
     assert_eq!(enc.encryption_type().as_str(), "KMS");
     assert_eq!(enc.kms_key(), Some(kms));
+
+    // Warm: DescribeImages says the tag is there with its digest; no manifest request.
+    let manifests = dst.counts().calls(ecr::EcrAction::BatchGetImage);
+    let warm = w.sync(&cfg("create", "team/api"), &[], &moto.env());
+    warm.assert_code(0);
+    assert_eq!(
+        (warm.count("copied"), warm.count("skipped")),
+        (0, 1),
+        "{}",
+        warm.stdout
+    );
+    assert_eq!(
+        dst.counts().calls(ecr::EcrAction::BatchGetImage),
+        manifests,
+        "a warm run asked the registry for a manifest"
+    );
 
     let refresh = w.sync(&cfg("refresh", "team/web"), &[], &moto.env());
     refresh.assert_code(0);
@@ -101,63 +113,59 @@ async fn create_mode_makes_repositories_with_the_defaults_and_refresh_mode_skips
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecr_source_is_listed_through_describe_images_and_authenticated_with_an_ecr_token() {
     let moto = MotoProcess::start().await;
-    let src = RegistryProcess::start(ecr_auth()).await;
+    // moto serves every caller here as one account, so the source is that account's ECR.
+    let src = ecr::LocalEcr::start(
+        &moto.endpoint(),
+        "123456789012",
+        "us-east-1",
+        ecr::EcrRules::default(),
+    )
+    .await;
+    src.control_plane(
+        "CreateRepository",
+        json!({ "repositoryName": "vendor/tool" }),
+    )
+    .await
+    .unwrap();
     let src_proxy = proxy::Proxy::start(&src.url(), Default::default()).await;
     let dst = RegistryProcess::start(RegistryOpts::default()).await;
-    let auth = Some(("AWS".to_string(), "123456789012-auth-token".to_string()));
-    let s = seed::Seeder::new(reqwest::Client::new(), &src.url(), auth);
-    let v1 = s
-        .image(
-            "vendor/tool",
-            Some("v1"),
-            vec![seed::noise(3, 1000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
-    let v2 = s
-        .image(
-            "vendor/tool",
-            Some("v2"),
-            vec![seed::noise(4, 1000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
-    // The control plane knows the same images (moto needs the real manifest and digest).
-    let ecr = ecr_client(&moto);
-    ecr.create_repository()
-        .registry_id("111122223333")
-        .repository_name("vendor/tool")
-        .send()
-        .await
-        .unwrap();
-    for (tag, p) in [("v1", &v1), ("v2", &v2)] {
-        ecr.put_image()
-            .registry_id("111122223333")
-            .repository_name("vendor/tool")
-            .image_tag(tag)
-            .image_digest(&p.digest)
-            .image_manifest(String::from_utf8(p.bytes.clone()).unwrap())
-            .image_manifest_media_type(&p.media_type)
-            .send()
+    // Pushed through the local ECR, the images are in moto's DescribeImages with their digests.
+    let s = seed::Seeder::new(
+        reqwest::Client::new(),
+        &src.url(),
+        Some(("AWS".to_string(), src.password())),
+    );
+    let mut pushed = Vec::new();
+    for (tag, noise) in [("v1", 3), ("v2", 4)] {
+        let p = s
+            .image(
+                "vendor/tool",
+                Some(tag),
+                vec![seed::noise(noise, 1000)],
+                &[],
+                ("linux", "amd64"),
+            )
             .await
             .unwrap();
+        pushed.push(p);
     }
     let cfg = json!({
-        "repos": [{ "source": format!("{SRC}/vendor/tool"), "tags": ["v1"] }],
+        "repos": [{ "source": format!("{}/vendor/tool", src.host()), "tags": ["v1"] }],
         "destination_registry": dst.host(),
         "registries": {
-            SRC: { "endpoint": format!("http://{}", src_proxy.host()), "plain_http": true },
+            src.host(): { "endpoint": format!("http://{}", src_proxy.host()), "plain_http": true },
             dst.host(): { "plain_http": true }
         }
     });
     let run = Workdir::new().sync(&cfg, &[], &moto.env());
     run.assert_code(0);
     assert_eq!(run.count("copied"), 1);
-    assert_eq!(skopeo_raw(&dst.host(), "vendor/tool", "v1"), v1.bytes);
+    // The layer came through the S3 stand-in the blob GET redirected to, without the
+    // registry's Authorization header (it refuses a second auth mechanism).
+    assert_eq!(
+        skopeo_raw(&dst.host(), "vendor/tool", "v1"),
+        pushed[0].bytes
+    );
     let listed_by_registry = src_proxy
         .requests()
         .iter()

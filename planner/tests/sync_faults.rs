@@ -53,6 +53,45 @@ async fn resets_500s_and_429s_are_retried_and_the_copy_completes() {
     assert!(injected >= 4, "faults were actually injected: {injected}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_put_answered_digest_invalid_is_checked_and_pushed_again() {
+    // distribution answers DIGEST_INVALID to a manifest PUT while another process uploads a
+    // blob the manifest references into the same repository (the load test's chaos run met it,
+    // several times in a row): the bytes were verified on the way in, so the PUT is retried
+    // (and the blobs checked) instead of failing for good.
+    let src = RegistryProcess::start(RegistryOpts::default()).await;
+    let dst = RegistryProcess::start(RegistryOpts::default()).await;
+    let dst_proxy = proxy::Proxy::start(
+        &dst.url(),
+        proxy::Faults {
+            digest_invalid_manifest_puts: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let s = seed::Seeder::new(reqwest::Client::new(), &src.url(), None);
+    let p = s
+        .image(
+            "race/app",
+            Some("v1"),
+            vec![seed::noise(5, 3000)],
+            &[],
+            ("linux", "amd64"),
+        )
+        .await
+        .unwrap();
+    let cfg = json!({
+        "repos": [{ "source": format!("{}/race/app", src.host()) }],
+        "destination_registry": dst_proxy.host(),
+        "registries": { src.host(): { "plain_http": true }, dst_proxy.host(): { "plain_http": true } }
+    });
+    let run = Workdir::new().sync(&cfg, &[], &[]);
+    run.assert_code(0);
+    assert_eq!(run.count("copied"), 1, "{}", run.stderr);
+    assert_eq!(dst.digest("race/app", "v1").await, Some(p.digest));
+    assert_eq!(dst_proxy.injected(), 3);
+}
+
 /// A source registry holding one single-layer image `repo:v1` (noise seeded by `seed`), reached
 /// through a proxy injecting `faults`; a destination registry; and the config between them.
 async fn one_image_behind_a_faulty_source(

@@ -19,8 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-/// ECR tokens last 12 hours; fetch a new one when less than this is left.
+/// ECR tokens last 12 hours; fetch a new one when less than this is left (or a quarter of the
+/// token's life, for a token stated to last less than two hours).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30 * 60);
+/// The life assumed for a token whose stated expiry is missing or already past.
+const TOKEN_ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
 /// DescribeImages page size (its maximum).
 const DESCRIBE_IMAGES_PAGE: i32 = 1000;
 
@@ -134,6 +137,7 @@ impl EcrApi {
             .to_string())
     }
 
+    /// Basic credentials from GetAuthorizationToken, and when to fetch new ones.
     async fn token(&self, host: &EcrHost) -> Result<(String, String, SystemTime), EcrError> {
         let op = "GetAuthorizationToken";
         let out = self
@@ -164,14 +168,22 @@ impl EcrApi {
         let (user, pass) = text
             .split_once(':')
             .ok_or_else(|| bad("token is not user:password"))?;
-        // A stated expiry already in the past (clock skew, or moto's fixed 2015 date) would make
-        // every request fetch a new token; assume an hour instead.
-        let expires = data
+        // The registry refuses a token after its stated expiry (401 DENIED "Your authorization
+        // token has expired"), so a token is never used past it, however short its life: one
+        // stated to expire within the margin used to be given an assumed hour and kept past its
+        // end. A stated expiry already in the past (clock skew, or moto's fixed 2015 date) would
+        // make every request fetch a new token; assume an hour instead.
+        let now = SystemTime::now();
+        let life = data
             .expires_at()
             .and_then(|t| SystemTime::try_from(*t).ok())
-            .filter(|t| *t > SystemTime::now() + TOKEN_REFRESH_MARGIN)
-            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
-        Ok((user.to_string(), pass.to_string(), expires))
+            .and_then(|t| t.duration_since(now).ok())
+            .filter(|life| !life.is_zero());
+        let refresh_at = match life {
+            Some(life) => now + life - TOKEN_REFRESH_MARGIN.min(life / 4),
+            None => now + TOKEN_ASSUMED_LIFETIME - TOKEN_REFRESH_MARGIN,
+        };
+        Ok((user.to_string(), pass.to_string(), refresh_at))
     }
 
     /// The repository's settings, or `None` when it does not exist.
@@ -293,7 +305,13 @@ impl EcrApi {
 pub struct EcrTokens {
     api: Arc<EcrApi>,
     host: EcrHost,
-    cached: tokio::sync::Mutex<Option<(String, String, SystemTime)>>,
+    /// The current credentials and when to fetch new ones. Never held across an await, so
+    /// [`TokenSource::invalidate`] always takes effect (it used to `try_lock` a lock held during
+    /// fetches and reads, and then silently kept the refused token for the retry).
+    cached: Mutex<Option<(String, String, SystemTime)>>,
+    /// One GetAuthorizationToken at a time: requests that find no fresh token wait for the
+    /// first fetch instead of each calling ECR.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl EcrTokens {
@@ -302,18 +320,27 @@ impl EcrTokens {
         EcrTokens {
             api,
             host,
-            cached: tokio::sync::Mutex::new(None),
+            cached: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// The cached credentials, unless it is time to fetch new ones.
+    fn fresh(&self) -> Option<(String, String)> {
+        let cached = self.cached.lock().unwrap();
+        let (u, p, refresh_at) = cached.as_ref()?;
+        (SystemTime::now() < *refresh_at).then(|| (u.clone(), p.clone()))
+    }
+
     async fn fetch(&self) -> Result<(String, String), RegistryError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((u, p, until)) = cached.as_ref() {
-            if SystemTime::now() + TOKEN_REFRESH_MARGIN < *until {
-                return Ok((u.clone(), p.clone()));
-            }
+        if let Some(fresh) = self.fresh() {
+            return Ok(fresh);
         }
-        let (u, p, until) = self
+        let _turn = self.fetching.lock().await;
+        if let Some(fresh) = self.fresh() {
+            return Ok(fresh);
+        }
+        let (u, p, refresh_at) = self
             .api
             .token(&self.host)
             .await
@@ -330,7 +357,7 @@ impl EcrTokens {
                     }
                 },
             })?;
-        *cached = Some((u.clone(), p.clone(), until));
+        *self.cached.lock().unwrap() = Some((u.clone(), p.clone(), refresh_at));
         Ok((u, p))
     }
 }
@@ -341,8 +368,6 @@ impl TokenSource for EcrTokens {
     }
 
     fn invalidate(&self) {
-        if let Ok(mut c) = self.cached.try_lock() {
-            *c = None;
-        }
+        *self.cached.lock().unwrap() = None;
     }
 }

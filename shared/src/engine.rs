@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy};
 use crate::job::{Destination, JobError, JobOutcome, PlannedJob};
-use crate::registries::Registries;
+use crate::registries::{Budgets, Registries};
 use crate::retry::RetryPolicy;
 use crate::vocab::ErrorClass;
 use std::collections::HashMap;
@@ -32,15 +32,16 @@ pub struct Engine {
 
 impl Engine {
     /// An engine for `config`; `aws` is the process's one set of AWS settings; streamed bytes
-    /// are added to `bytes` (a caller's live counter).
+    /// are added to `bytes` (a caller's live counter); manifest PUTs keep within `budgets`.
     pub fn new(
         config: Config,
         retry: RetryPolicy,
         aws: crate::aws::Aws,
         bytes: Arc<AtomicU64>,
+        budgets: Arc<Budgets>,
     ) -> Engine {
         Engine {
-            registries: Registries::new(&config, retry.clone(), aws),
+            registries: Registries::new(&config, retry.clone(), aws, budgets),
             config,
             retry,
             movers: Mutex::new(HashMap::new()),
@@ -140,7 +141,7 @@ impl Engine {
             probe: planned.dst_may_hold_blobs || existing.is_some(),
             blobs: &mover,
         };
-        let bytes = copy.content(&manifest).await?;
+        let mut bytes = copy.content(&manifest).await?;
         if planned.confirm_source_tag {
             let now = src.head_manifest(src_repo, tag).await?;
             if now.as_ref() != Some(digest) {
@@ -151,7 +152,43 @@ impl Engine {
                 }));
             }
         }
-        dst.put_manifest(dst_repo, tag, &manifest).await?;
+        let mut put = dst.put_manifest(dst_repo, tag, &manifest).await;
+        if let Err(e) = &put {
+            if e.is_manifest_content_unknown() {
+                // Content this engine believed the repository held is gone (deleted, or
+                // expired by a lifecycle policy, since it was copied) or, to the registry,
+                // does not match its digest (distribution, while another delivery of the job
+                // rewrites a blob): forget the beliefs, check every blob, copy what is
+                // missing, and push once more.
+                tracing::warn!(repository = %dst_repo, error = %e, "the destination lacks content it was believed to hold; copying it again");
+                mover.forget(dst_repo);
+                let recheck = ImageCopy {
+                    probe: true,
+                    ..copy
+                };
+                bytes += recheck.content(&manifest).await?;
+                put = dst.put_manifest(dst_repo, tag, &manifest).await;
+            }
+        }
+        if let Err(e) = put {
+            // A failed tag PUT may have happened all the same: its answer was lost and the
+            // retry met an immutable tag (ECR answers TAG_INVALID even for the same digest).
+            // The destination tag says how it stands.
+            match dst.head_manifest(dst_repo, tag).await {
+                Ok(Some(now)) if &now == digest => {
+                    tracing::info!(tag = %tag, error = %e, "the tag PUT failed, yet the destination tag holds the image: done");
+                }
+                Ok(Some(other)) if e.is_tag_invalid() => {
+                    return Err(CopyError::ImmutableTag {
+                        tag: tag.clone(),
+                        existing: other.to_string(),
+                        wanted: digest.to_string(),
+                    }
+                    .into())
+                }
+                _ => return Err(e.into()),
+            }
+        }
         Ok(JobOutcome::Copied { bytes })
     }
 }

@@ -3,11 +3,70 @@
 use crate::aws::Aws;
 use crate::config::{is_ecr_host, Config};
 use crate::ecr::{EcrApi, EcrTokens};
-use crate::registry::{Credentials, Registry, RegistryOptions};
+use crate::registry::{Budget, Credentials, Registry, RegistryOptions, MANIFEST_PUT};
 use crate::retry::RetryPolicy;
 use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::OnceCell;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, OnceCell};
+
+/// A shared budget's ceiling until the fleet's sharer has sized this process's share (a
+/// moment, unless the ledger cannot be reached).
+const SHARED_START: f64 = 1.0;
+
+/// The manifest PUT budgets of the registries a process writes to, by host. They outlive
+/// config reloads, and are either this process's alone (`sync`: the whole budget) or shared
+/// with the fleet's other workers, each using the share the ledger gives it
+/// ([`crate::fleet::budget`]).
+#[derive(Default)]
+pub struct Budgets {
+    shared: bool,
+    by_host: Mutex<HashMap<String, Arc<Budget>>>,
+    /// Woken when a budget is made, so a sharer sizes the new share at once.
+    pub made: Notify,
+}
+
+impl Budgets {
+    /// Budgets this process uses whole.
+    pub fn local() -> Arc<Budgets> {
+        Arc::default()
+    }
+
+    /// Budgets shared with other processes.
+    pub fn shared() -> Arc<Budgets> {
+        Arc::new(Budgets {
+            shared: true,
+            ..Default::default()
+        })
+    }
+
+    /// The budget of `total` manifest PUTs per second for `host` (a reload may change it).
+    pub fn for_host(&self, host: &str, total: f64) -> Arc<Budget> {
+        let mut by_host = self.by_host.lock().unwrap();
+        if let Some(b) = by_host.get(host) {
+            if b.total() != total {
+                b.set_total(total);
+                if !self.shared {
+                    b.set_ceiling(total);
+                }
+            }
+            return b.clone();
+        }
+        let start = if self.shared { SHARED_START } else { total };
+        let b = Arc::new(Budget::new(total, start));
+        by_host.insert(host.to_string(), b.clone());
+        self.made.notify_one();
+        b
+    }
+
+    /// Every budget made so far, by host.
+    pub fn all(&self) -> Vec<(String, Arc<Budget>)> {
+        let by_host = self.by_host.lock().unwrap();
+        by_host
+            .iter()
+            .map(|(h, b)| (h.clone(), b.clone()))
+            .collect()
+    }
+}
 
 /// Settings that cannot work: an unreadable CA file, a missing credential variable, a non-ECR
 /// host with `ecr_auth`.
@@ -20,18 +79,21 @@ pub struct Registries {
     config: Config,
     retry: RetryPolicy,
     aws: Aws,
-    clients: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
+    budgets: Arc<Budgets>,
+    clients: Mutex<HashMap<String, Arc<Registry>>>,
     ecr: OnceCell<Arc<EcrApi>>,
     own_registry: OnceCell<String>,
 }
 
 impl Registries {
-    /// Clients for the registries `config` names, made on first use.
-    pub fn new(config: &Config, retry: RetryPolicy, aws: Aws) -> Self {
+    /// Clients for the registries `config` names, made on first use, pacing manifest PUTs
+    /// within `budgets`.
+    pub fn new(config: &Config, retry: RetryPolicy, aws: Aws, budgets: Arc<Budgets>) -> Self {
         Registries {
             config: config.clone(),
             retry,
             aws,
+            budgets,
             clients: Default::default(),
             ecr: OnceCell::new(),
             own_registry: OnceCell::new(),
@@ -130,6 +192,11 @@ impl Registries {
             ca_pem,
             credentials,
             retry: self.retry.clone(),
+            budgets: settings
+                .manifest_put_budget(host)
+                .map(|total| (MANIFEST_PUT, self.budgets.for_host(host, total)))
+                .into_iter()
+                .collect(),
         })
         .map_err(|e| SetupError(format!("registries.{host}: {e}")))?;
         let registry = Arc::new(registry);

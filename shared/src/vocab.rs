@@ -76,9 +76,10 @@ pub struct UnknownWord {
 
 wire_enum! {
     /// Where a job stands. One-machine runs use `succeeded`, `skipped` and `failed`; the fleet
-    /// moves `queued → running → succeeded | skipped | superseded | failed | dead`, where
-    /// `failed` is a transient failure whose message will come back, `dead` is in the
-    /// dead-letter queue, and `superseded` is a late job whose source tag had moved on.
+    /// moves `queued → running → succeeded | skipped | superseded | conflict | failed | dead`,
+    /// where `failed` is a transient failure whose message will come back, `dead` is in the
+    /// dead-letter queue, `superseded` is a late job whose source tag had moved on, and
+    /// `conflict` an immutable destination tag that holds another image.
     pub enum JobState {
         /// Planned and on the queue.
         Queued = "queued",
@@ -95,6 +96,10 @@ wire_enum! {
         /// Not copied: the source tag no longer points at the job's digest (a newer job, or
         /// none, owns the tag). Not an error.
         Superseded = "superseded",
+        /// Not copied: the destination tag is immutable and holds another image. Recorded, not
+        /// retried and not dead-lettered (no replay can fix it): resolve it at the destination
+        /// or in the config.
+        Conflict = "conflict",
     }
 }
 
@@ -107,11 +112,12 @@ impl Default for JobState {
 
 impl JobState {
     /// States a job never leaves by itself: the fleet ledger refuses to start or finish it again.
-    pub const FINAL: [JobState; 4] = [
+    pub const FINAL: [JobState; 5] = [
         JobState::Succeeded,
         JobState::Skipped,
         JobState::Dead,
         JobState::Superseded,
+        JobState::Conflict,
     ];
 
     /// Whether the job ended for good.
@@ -139,6 +145,8 @@ wire_enum! {
         Duplicate = "duplicate",
         /// The source tag had moved on; the job was not copied.
         Superseded = "superseded",
+        /// The destination tag is immutable and holds another image; not copied.
+        Conflict = "conflict",
     }
 }
 
@@ -152,6 +160,7 @@ impl From<JobState> for JobEvent {
             JobState::Failed | JobState::Queued | JobState::Running => JobEvent::Failed,
             JobState::Dead => JobEvent::Dead,
             JobState::Superseded => JobEvent::Superseded,
+            JobState::Conflict => JobEvent::Conflict,
         }
     }
 }
@@ -220,6 +229,9 @@ wire_enum! {
         Unsupported = "unsupported",
         /// Any other refusal (4xx) by a registry or service.
         Rejected = "rejected",
+        /// An account or repository quota is used up (ECR's images per repository,
+        /// `LimitExceededException`): it works again once the quota is raised or room is made.
+        Quota = "quota",
         /// A response that breaks the protocol (bad JSON, missing headers).
         Protocol = "protocol",
         /// Settings that cannot work (missing credential variable, unreadable CA file).
@@ -283,6 +295,8 @@ impl ErrorClass {
             ErrorClass::Transient
         } else if AUTH.contains(&code) {
             ErrorClass::Auth
+        } else if code == "LimitExceededException" || code == "ServiceQuotaExceededException" {
+            ErrorClass::Quota
         } else if code.contains("NotFound") || code.contains("NonExistent") {
             ErrorClass::NotFound
         } else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 pub use ecr_sync_testkit::{
-    moto::MotoProcess, proxy, registry::RegistryOpts, registry::RegistryProcess, seed, token,
+    ecr, moto::MotoProcess, proxy, registry::RegistryOpts, registry::RegistryProcess, seed, token,
 };
 
 /// The result of one `ecr-sync` run.

@@ -172,12 +172,29 @@ pub struct RegistrySettings {
     /// `None`: ECR auth exactly for ECR hosts ([`is_ecr_host`]); `Some(false)` forces
     /// anonymous/basic/bearer auth; `Some(true)` is only accepted for ECR hosts.
     pub ecr_auth: Option<bool>,
+    /// Manifest PUTs per second this registry allows, shared by every ecr-sync process writing
+    /// to it (ECR: the account's PutImage quota in the region). `None`: [`ECR_PUT_IMAGE_QUOTA`]
+    /// for ECR hosts, no budget elsewhere; `Some(0)`: no budget.
+    pub manifest_puts_per_second: Option<u32>,
 }
+
+/// ECR's default PutImage quota: requests per second per account and region.
+pub const ECR_PUT_IMAGE_QUOTA: u32 = 10;
 
 impl RegistrySettings {
     /// Whether to authenticate to `host` with an ECR authorization token.
     pub fn uses_ecr_auth(&self, host: &str) -> bool {
         self.ecr_auth.unwrap_or_else(|| is_ecr_host(host).is_some())
+    }
+
+    /// The manifest PUTs per second `host` allows all writers together, if known: the
+    /// configured `manifest_puts_per_second`, else ECR's default quota for an ECR host.
+    pub fn manifest_put_budget(&self, host: &str) -> Option<f64> {
+        let default = is_ecr_host(host).map(|_| ECR_PUT_IMAGE_QUOTA);
+        match self.manifest_puts_per_second.or(default) {
+            Some(0) | None => None,
+            Some(n) => Some(f64::from(n)),
+        }
     }
 }
 

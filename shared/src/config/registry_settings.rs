@@ -16,7 +16,10 @@ const REGISTRY_FIELDS: &[&str] = &[
     "username_env",
     "password_env",
     "ecr_auth",
+    "manifest_puts_per_second",
 ];
+/// The largest `manifest_puts_per_second` (ECR grants raised quotas in the hundreds).
+const MAX_MANIFEST_PUTS_PER_SECOND: u64 = 100_000;
 
 /// Validates the `registries` map. Entries that are not objects are left out (and reported).
 pub fn registries(top: &Obj, files: Files, p: &mut Problems) -> BTreeMap<String, RegistrySettings> {
@@ -106,7 +109,18 @@ fn registry(host: &str, o: &Obj, files: Files, p: &mut Problems) -> RegistrySett
         );
         p.add(&o.path("ecr_auth"), message);
     }
+    let manifest_puts_per_second = o
+        .integer(
+            "manifest_puts_per_second",
+            0,
+            MAX_MANIFEST_PUTS_PER_SECOND,
+            p,
+        )
+        .ok()
+        .flatten()
+        .map(|n| n as u32);
     RegistrySettings {
+        manifest_puts_per_second,
         plain_http: plain_http.ok().flatten().unwrap_or(false)
             || endpoint
                 .as_deref()

@@ -373,3 +373,32 @@ fn concurrency_rules() {
         "expected object, got number 8",
     );
 }
+
+#[test]
+fn manifest_put_budget_rules() {
+    const ECR: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+    let config = parse(json!({"registries": {
+        "localhost:5000": { "manifest_puts_per_second": 40 },
+        "localhost:5001": { "manifest_puts_per_second": 0 },
+        "111122223333.dkr.ecr.eu-west-1.amazonaws.com": { "manifest_puts_per_second": 0 },
+    }}))
+    .unwrap();
+    let budget = |host: &str| config.registry(host).manifest_put_budget(host);
+    // ECR's default PutImage quota for ECR hosts; none for other registries unless set.
+    assert_eq!(budget(ECR), Some(10.0));
+    assert_eq!(budget("registry.example.com"), None);
+    assert_eq!(budget("localhost:5000"), Some(40.0));
+    // 0 turns the budget off, for an ECR host too.
+    assert_eq!(budget("localhost:5001"), None);
+    assert_eq!(budget("111122223333.dkr.ecr.eu-west-1.amazonaws.com"), None);
+    one_problem(
+        json!({"registries": {"localhost:5000": {"manifest_puts_per_second": -1}}}),
+        "registries[\"localhost:5000\"].manifest_puts_per_second",
+        "between 0 and 100000, got -1",
+    );
+    one_problem(
+        json!({"registries": {"localhost:5000": {"manifest_puts_per_second": 2.5}}}),
+        "registries[\"localhost:5000\"].manifest_puts_per_second",
+        "expected integer, got number 2.5",
+    );
+}

@@ -5,6 +5,11 @@
 //! Order for one blob: already known in this repository → nothing; known in another repository
 //! → mount; another copy is transferring it → wait, then mount; otherwise lead: optionally HEAD
 //! the destination (only when the repository may already hold it), then stream GET → PUT.
+//!
+//! A registry that refuses a mount (ECR, unless the account turned blob mounting on, answers
+//! with a fresh upload session) is not asked again by this mover: from then on each repository
+//! gets its own upload, and a copy no longer waits for another repository's transfer of the
+//! same blob to end only to upload it once more itself.
 
 use super::CopyError;
 use crate::digest::{Digest, Sha256Stream};
@@ -15,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{watch, Semaphore};
@@ -24,8 +29,9 @@ use tracing::Instrument;
 /// One operation that others needing the same result wait for instead of repeating.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Flight {
-    /// Pulling the blob from the source into some destination repository.
-    Pull(Digest),
+    /// Pulling the blob from the source into some destination repository (`None`), or into
+    /// this one when the registry refuses mounts (others could not use the transfer).
+    Pull(Digest, Option<String>),
     /// Mounting the blob into this destination repository. Concurrent mounts of one blob into
     /// one repository are wasted requests, and distribution's filesystem driver can even answer
     /// a manifest PUT with DIGEST_INVALID while another mount rewrites the blob's link file.
@@ -43,6 +49,8 @@ struct Slots {
 /// Single-flight blob transfers into one destination registry.
 pub struct BlobMover {
     slots: Mutex<Slots>,
+    /// The registry refused a mount: every repository gets its own upload.
+    mounts_refused: AtomicBool,
     transfers: Semaphore,
     retry: RetryPolicy,
     bytes: Arc<AtomicU64>,
@@ -80,6 +88,7 @@ impl BlobMover {
     pub fn new(max_transfers: usize, retry: RetryPolicy, bytes: Arc<AtomicU64>) -> Self {
         BlobMover {
             slots: Mutex::new(Slots::default()),
+            mounts_refused: AtomicBool::new(false),
             transfers: Semaphore::new(max_transfers.max(1)),
             retry,
             bytes,
@@ -89,6 +98,16 @@ impl BlobMover {
     /// Blobs this mover knows a destination repository holds.
     pub fn known_blobs(&self) -> usize {
         self.slots.lock().unwrap().held.len()
+    }
+
+    /// Forgets every blob this mover believed `repo` holds (the registry said one is missing:
+    /// deleted, or expired by a lifecycle policy, since it was copied or seen).
+    pub fn forget(&self, repo: &str) {
+        let mut slots = self.slots.lock().unwrap();
+        for repos in slots.held.values_mut() {
+            repos.retain(|r| r != repo);
+        }
+        slots.held.retain(|_, repos| !repos.is_empty());
     }
 
     fn record(&self, digest: &Digest, repo: &str) {
@@ -106,9 +125,11 @@ impl BlobMover {
         if held.iter().any(|r| r == dst_repo) {
             return Next::Done;
         }
+        let refused = self.mounts_refused.load(Ordering::Relaxed);
         let flight = match held.first() {
-            Some(_) => Flight::Mount(digest.clone(), dst_repo.to_string()),
-            None => Flight::Pull(digest.clone()),
+            Some(_) if !refused => Flight::Mount(digest.clone(), dst_repo.to_string()),
+            _ if refused => Flight::Pull(digest.clone(), Some(dst_repo.to_string())),
+            _ => Flight::Pull(digest.clone(), None),
         };
         if let Some(rx) = slots.flights.get(&flight) {
             return Next::Wait(rx.clone());
@@ -121,8 +142,8 @@ impl BlobMover {
             _done: tx,
         };
         match held.into_iter().next() {
-            Some(from) => Next::Mount(from, guard),
-            None => Next::Pull(guard),
+            Some(from) if !refused => Next::Mount(from, guard),
+            _ => Next::Pull(guard),
         }
     }
 
@@ -156,8 +177,14 @@ impl BlobMover {
                     let moved = match mount {
                         Mount::Mounted => 0,
                         // The registry declined the mount (ECR without mounting enabled, say):
-                        // use the session it opened to upload.
+                        // use the session it opened to upload, and ask no more.
                         Mount::Upload(location) => {
+                            if !self.mounts_refused.swap(true, Ordering::Relaxed) {
+                                tracing::info!(
+                                    registry = dst.host(),
+                                    "the registry refuses cross-repository mounts; each repository gets its own upload"
+                                );
+                            }
                             self.transfer(src, src_repo, dst, dst_repo, blob, Some(location))
                                 .await?
                         }

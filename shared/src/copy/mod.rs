@@ -43,7 +43,7 @@ impl CopyError {
     /// The failure class for the ledger and reports.
     pub fn class(&self) -> ErrorClass {
         match self {
-            CopyError::Registry(e) => e.kind.class(),
+            CopyError::Registry(e) => e.class(),
             CopyError::Manifest(_) => ErrorClass::Unsupported,
             CopyError::ImmutableTag { .. } => ErrorClass::ImmutableTag,
             CopyError::MissingChild(_) => ErrorClass::NotFound,

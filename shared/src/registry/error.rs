@@ -95,12 +95,27 @@ impl ErrorKind {
     pub fn class(&self) -> ErrorClass {
         match self {
             k if k.is_retryable() => ErrorClass::Transient,
+            ErrorKind::Unauthorized { code, message, .. } if names_a_quota(code, message) => {
+                ErrorClass::Quota
+            }
             ErrorKind::Unauthorized { .. } => ErrorClass::Auth,
             ErrorKind::NotFound { .. } => ErrorClass::NotFound,
             ErrorKind::DigestMismatch { .. } => ErrorClass::DigestMismatch,
-            ErrorKind::Status { code: Some(c), .. } if c == "DIGEST_INVALID" => {
-                ErrorClass::DigestMismatch
-            }
+            ErrorKind::Status {
+                status,
+                code: Some(c),
+                ..
+            } => match c.as_str() {
+                "DIGEST_INVALID" => ErrorClass::DigestMismatch,
+                "TAG_INVALID" => ErrorClass::ImmutableTag,
+                // Our upload broke a rule of the registry's (ECR's 5 MiB minimum part).
+                "LAYER_PART_TOO_SMALL" | "BLOB_UPLOAD_INVALID" | "SIZE_INVALID" => {
+                    ErrorClass::Protocol
+                }
+                "UNSUPPORTED" => ErrorClass::Unsupported,
+                _ if names_a_quota(&Some(c.clone()), &None) => ErrorClass::Quota,
+                _ => ErrorClass::of_http_status(*status),
+            },
             ErrorKind::Protocol(_) => ErrorClass::Protocol,
             ErrorKind::Status { status, .. } => ErrorClass::of_http_status(*status),
             ErrorKind::Transport(_) => ErrorClass::Transient,
@@ -111,8 +126,54 @@ impl ErrorKind {
 impl RegistryError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        self.kind.is_retryable()
+        self.kind.is_retryable() || self.is_manifest_put_race()
     }
+
+    /// A manifest PUT answered `DIGEST_INVALID`: distribution says so while another process
+    /// uploads or mounts a blob the manifest references into the same repository (the load
+    /// test's chaos met it with jobs sharing base layers). The blobs were verified on the way
+    /// in, so the same PUT succeeds a moment later: transient, not a digest mismatch.
+    fn is_manifest_put_race(&self) -> bool {
+        self.op == super::MANIFEST_PUT
+            && matches!(&self.kind, ErrorKind::Status { code: Some(c), .. } if c == "DIGEST_INVALID")
+    }
+
+    /// The failure class for reports and the ledger.
+    pub fn class(&self) -> ErrorClass {
+        if self.is_retryable() {
+            return ErrorClass::Transient;
+        }
+        self.kind.class()
+    }
+
+    /// Whether the registry refused a manifest because content it references is missing
+    /// (`MANIFEST_BLOB_UNKNOWN`) or does not match its digest (`DIGEST_INVALID`: what
+    /// distribution answers while a concurrent upload or mount rewrites a blob's link — our
+    /// bytes were checked on the way in, so the registry's view of the blob is what to check).
+    pub fn is_manifest_content_unknown(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Status { code: Some(c), .. }
+            if c == "MANIFEST_BLOB_UNKNOWN" || c == "DIGEST_INVALID")
+    }
+
+    /// Whether the registry throttled the request (429).
+    pub fn is_throttled(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Status { status: 429, .. })
+    }
+
+    /// Whether the registry refused a tag because it is immutable (`TAG_INVALID`, as ECR
+    /// answers a PUT to an existing immutable tag — also when it holds the same image).
+    pub fn is_tag_invalid(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Status { code: Some(c), .. } if c == "TAG_INVALID")
+    }
+}
+
+/// Whether an error code or message says an account or repository quota is used up (ECR's
+/// images per repository answers 403, which must not read as a credentials problem).
+fn names_a_quota(code: &Option<String>, message: &Option<String>) -> bool {
+    [code, message].into_iter().flatten().any(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("limit") || t.contains("quota")
+    })
 }
 
 /// Builds the error for a non-success response, reading the registry's error body
@@ -229,6 +290,52 @@ mod tests {
             ErrorKind::Transport("reset".into()).class(),
             ErrorClass::Transient
         );
+    }
+
+    #[test]
+    fn ecr_answers_get_their_own_classes() {
+        let coded = |status, code: &str, message: &str| ErrorKind::Status {
+            status,
+            code: Some(code.into()),
+            message: Some(message.into()),
+            retry_after: None,
+        };
+        assert_eq!(
+            coded(400, "TAG_INVALID", "tag is immutable").class(),
+            ErrorClass::ImmutableTag
+        );
+        assert_eq!(
+            coded(400, "LAYER_PART_TOO_SMALL", "part too small").class(),
+            ErrorClass::Protocol
+        );
+        assert_eq!(
+            coded(400, "MANIFEST_INVALID", "manifest invalid").class(),
+            ErrorClass::Rejected
+        );
+        // No Retry-After: still throttling.
+        assert_eq!(
+            coded(429, "TOOMANYREQUESTS", "Rate exceeded").class(),
+            ErrorClass::Transient
+        );
+        // The images-per-repository quota answers 403: not a credentials problem.
+        let quota = ErrorKind::Unauthorized {
+            status: 403,
+            code: Some("DENIED".into()),
+            message: Some("the repository has exceeded its limit of images".into()),
+        };
+        assert_eq!(quota.class(), ErrorClass::Quota);
+        let denied = ErrorKind::Unauthorized {
+            status: 403,
+            code: Some("DENIED".into()),
+            message: Some("not authorized to perform ecr:PutImage".into()),
+        };
+        assert_eq!(denied.class(), ErrorClass::Auth);
+        let tag_invalid = RegistryError {
+            op: "PUT manifest",
+            url: "u".into(),
+            kind: coded(400, "TAG_INVALID", "immutable"),
+        };
+        assert!(tag_invalid.is_tag_invalid());
     }
 
     #[test]

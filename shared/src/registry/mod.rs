@@ -10,10 +10,13 @@
 
 mod auth;
 mod error;
+mod http;
+mod pacing;
 
 pub use crate::manifest::Manifest;
 pub use auth::{Credentials, TokenSource};
 pub use error::{ErrorKind, RegistryError};
+pub use pacing::{Budget, MANIFEST_PUT};
 
 use crate::digest::Digest;
 use crate::manifest;
@@ -21,25 +24,26 @@ use crate::retry::{RetryPolicy, Transient};
 use auth::{parse_challenge, Authorizer, Scheme};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use http::{http_client, tls_config};
+use pacing::HostGate;
 use reqwest::header::{
     HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, LOCATION,
     WWW_AUTHENTICATE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Tag list page size. ECR rejects `n` above 1000.
 const TAG_PAGE_SIZE: u32 = 1000;
-/// Waiting for a TCP/TLS connection longer than this means the registry is unreachable for now.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A response (or a chunk of a streamed body) idle this long is a dead connection, not a slow one.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per host: enough for the default job and blob concurrency together.
-const POOL_IDLE_PER_HOST: usize = 64;
+/// Longest a request keeps waiting its pace while the registry throttles it (429) before it
+/// fails: throttling is waited out in place, not failed, yet a registry that never lets a
+/// request through does not hold a job forever.
+const MAX_THROTTLED: Duration = Duration::from_secs(600);
 
 /// How to reach and authenticate to one registry.
 pub struct RegistryOptions {
@@ -53,6 +57,8 @@ pub struct RegistryOptions {
     pub credentials: Credentials,
     /// Retry policy for requests.
     pub retry: RetryPolicy,
+    /// Rate budgets by kind of request (`PUT manifest`: the destination's PutImage quota).
+    pub budgets: HashMap<&'static str, Arc<Budget>>,
 }
 
 /// Requests made, by kind; for reports and benchmarks.
@@ -76,31 +82,11 @@ pub struct Registry {
     blob_http: reqwest::Client,
     auth: Authorizer,
     gate: HostGate,
+    /// Per kind of request, the pace after a 429 without `Retry-After`.
+    pacers: pacing::Pacers,
     retry: RetryPolicy,
     /// Requests made to this registry.
     pub counts: RequestCounts,
-}
-
-/// Shared backoff for one host: after a 429/503 every request to the host waits until the gate
-/// opens, so concurrent jobs slow down together instead of each hammering on its own schedule.
-#[derive(Default)]
-struct HostGate(Mutex<Option<Instant>>);
-
-impl HostGate {
-    async fn wait(&self) {
-        let until = *self.0.lock().unwrap();
-        if let Some(t) = until {
-            tokio::time::sleep_until(t).await;
-        }
-    }
-
-    fn close_for(&self, d: Duration) {
-        let t = Instant::now() + d;
-        let mut g = self.0.lock().unwrap();
-        if g.is_none_or(|cur| cur < t) {
-            *g = Some(t);
-        }
-    }
 }
 
 /// A blob body: chunks of bytes, or the error that cut it short.
@@ -149,6 +135,7 @@ impl Registry {
             blob_http,
             auth: Authorizer::new(opts.credentials),
             gate: HostGate::default(),
+            pacers: pacing::Pacers::new(opts.budgets),
             retry: opts.retry,
             counts: RequestCounts::default(),
         })
@@ -215,8 +202,25 @@ impl Registry {
         Ok(())
     }
 
+    /// After a 429 or 503: a `Retry-After` closes the whole host for that long (the server
+    /// asked); a 429 without one paces that kind of request ([`pacing`]); a 503 without one
+    /// closes the host briefly.
+    fn note_throttling(&self, op: &'static str, err: &RegistryError) {
+        let ErrorKind::Status { status, .. } = &err.kind else {
+            return;
+        };
+        match (status, err.kind.retry_after()) {
+            (429 | 503, Some(wait)) => self.gate.close_for(wait.min(self.retry.max_retry_after)),
+            (429, None) => self.pacers.throttled(op),
+            (503, None) => self.gate.close_for(self.retry.min_delay),
+            _ => {}
+        }
+    }
+
     /// Sends a request with auth, shared backoff and retries. Non-2xx answers become errors
-    /// (404 as [`ErrorKind::NotFound`]); `build` is called again for each try.
+    /// (404 as [`ErrorKind::NotFound`]); `build` is called again for each try. Throttling
+    /// does not use up the retries: a request the registry keeps throttling waits its pace
+    /// for up to [`MAX_THROTTLED`] before it fails.
     async fn send<F>(
         &self,
         op: &'static str,
@@ -228,9 +232,17 @@ impl Registry {
         F: Fn(&reqwest::Client) -> RequestBuilder,
     {
         self.ensure_scheme().await?;
-        self.retry
-            .run(op, || self.send_once(op, url, scope, &build))
-            .await
+        let started = Instant::now();
+        loop {
+            match self
+                .retry
+                .run(op, || self.send_once(op, url, scope, &build))
+                .await
+            {
+                Err(e) if e.is_throttled() && started.elapsed() < MAX_THROTTLED => continue,
+                r => return r,
+            }
+        }
     }
 
     async fn send_once<F>(
@@ -246,13 +258,20 @@ impl Registry {
         let mut refreshed = false;
         loop {
             self.gate.wait().await;
+            self.pacers.wait(op).await;
             let mut req = build(&self.http);
             if let Some(h) = self.auth.header(&self.http, scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
             self.counts.total.fetch_add(1, Ordering::Relaxed);
-            let resp = req.send().await.map_err(|e| error::transport(op, url, e))?;
+            let resp = req.send().await.map_err(|e| {
+                self.pacers.passed(op);
+                error::transport(op, url, e)
+            })?;
             let status = resp.status();
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                self.pacers.passed(op);
+            }
             if status.is_success() {
                 return Ok(resp);
             }
@@ -273,14 +292,7 @@ impl Registry {
                 continue;
             }
             let err = error::from_response(op, url, resp).await;
-            if matches!(status.as_u16(), 429 | 503) {
-                let wait = err
-                    .kind
-                    .retry_after()
-                    .unwrap_or(self.retry.min_delay)
-                    .min(self.retry.max_retry_after);
-                self.gate.close_for(wait);
-            }
+            self.note_throttling(op, &err);
             return Err(err);
         }
     }
@@ -435,7 +447,7 @@ impl Registry {
         m: &Manifest,
     ) -> Result<(), RegistryError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        self.send("PUT manifest", &url, &push_scope(repo), |c| {
+        self.send(MANIFEST_PUT, &url, &push_scope(repo), |c| {
             c.put(&url)
                 .header(CONTENT_TYPE, m.media_type.as_str())
                 .body(m.bytes.clone())
@@ -529,6 +541,7 @@ impl Registry {
         self.counts.blob.fetch_add(1, Ordering::Relaxed);
         self.ensure_scheme().await?;
         self.gate.wait().await;
+        self.pacers.wait("PUT blob").await;
         let mut req = self
             .blob_http
             .request(Method::PUT, &url)
@@ -544,76 +557,15 @@ impl Registry {
             .send()
             .await
             .map_err(|e| error::transport(op, location, e))?;
+        if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+            self.pacers.passed(op);
+        }
         if resp.status().is_success() {
             return Ok(());
         }
-        Err(error::from_response(op, location, resp).await)
-    }
-}
-
-/// One HTTP client for `opts` with `tls` (from [`tls_config`]), offering HTTP/2 unless
-/// `http1_only` (blob bodies).
-fn http_client(
-    opts: &RegistryOptions,
-    mut tls: rustls::ClientConfig,
-    http1_only: bool,
-) -> Result<reqwest::Client, RegistryError> {
-    tls.alpn_protocols = if http1_only {
-        vec![b"http/1.1".to_vec()]
-    } else {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    };
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("ecr-sync/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .use_preconfigured_tls(tls);
-    if http1_only {
-        builder = builder.http1_only();
-    }
-    builder
-        .build()
-        .map_err(|e| error::transport("build client", &opts.base_url, e))
-}
-
-/// TLS for one registry: the platform's trusted roots plus the config's `ca_file`, verified by
-/// the platform verifier (as reqwest would), with [`tls_provider`]'s crypto.
-fn tls_config(opts: &RegistryOptions) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let provider = std::sync::Arc::new(tls_provider());
-    let extra: Vec<CertificateDer<'static>> = match &opts.ca_pem {
-        Some(pem) => CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("bad CA certificate: {e}"))?,
-        None => Vec::new(),
-    };
-    if opts.ca_pem.is_some() && extra.is_empty() {
-        return Err("bad CA certificate: no certificate in the file".to_string());
-    }
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
-        .with_no_client_auth())
-}
-
-/// The TLS crypto for registry connections: aws-lc's cipher suites (its AVX-512 AES-GCM moves a
-/// big layer with less CPU than ring's), and ring for everything that needs randomness (key
-/// exchange, the random generator), because aws-lc's generator seeds itself from CPU jitter on
-/// first use — measured at a sixth of a warm run's CPU. Registry clients get it through their
-/// own TLS settings; other HTTP clients (the AWS SDK's, tests') keep their defaults.
-fn tls_provider() -> rustls::crypto::CryptoProvider {
-    let ring = rustls::crypto::ring::default_provider();
-    rustls::crypto::CryptoProvider {
-        cipher_suites: rustls::crypto::aws_lc_rs::default_provider().cipher_suites,
-        ..ring
+        let err = error::from_response(op, location, resp).await;
+        self.note_throttling(op, &err);
+        Err(err)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::job::{CopyJob, JobOutcome, PlannedJob, UP_TO_DATE, UP_TO_DATE_RECENTLY};
 use crate::ledger::Ledger;
 use crate::plan::{self, JobSink, PlanContext, Planned, Recent, RepoPlan, Resolve, Scanner};
+use crate::registries::Budgets;
 use crate::retry::RetryPolicy;
 use crate::time::rfc3339;
 use crate::vocab::{JobState, RepoEvent, RunState};
@@ -225,7 +226,13 @@ pub async fn run(
     let started = Instant::now();
     let started_at = rfc3339(SystemTime::now());
     let runners = opts.jobs.unwrap_or(config.concurrency.jobs).max(1);
-    let engine = Engine::new(config, opts.retry.clone(), aws, progress.bytes.clone());
+    let engine = Engine::new(
+        config,
+        opts.retry.clone(),
+        aws,
+        progress.bytes.clone(),
+        Budgets::local(),
+    );
     let (dst_host, dst) = engine.registries.prepare().await?;
     let ledger = if opts.dry_run { None } else { ledger };
     let recorder = Recorder {
