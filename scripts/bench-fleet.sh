@@ -12,20 +12,10 @@ CONCURRENCY=${CONCURRENCY:-16}
 cargo build --release -q -p ecr-sync-planner -p ecr-sync-worker -p ecr-sync-testkit
 source scripts/lib.sh
 BIN=target/release
-VENV=${ECR_SYNC_VENV:-.venv}
-[ -x "$VENV/bin/moto_server" ] || { echo "moto is missing: run scripts/test.sh first (it creates $VENV)"; exit 1; }
-
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2-$1:.2f}')"; }
-
-moto_port=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$WORK/moto.log" 2>&1 &
-moto_pid=$!; STARTED_PIDS+=($moto_pid)
+start_moto
+moto_pid=$MOTO_PID
 # CPU seconds a process has used (user + system).
 cpu_s() { python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"; }
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break; sleep 0.2; done
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
-  AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 
 start_registry SRC
 $BIN/ecr-sync-testkit seed --registry "http://$REG_SRC" --prefix fleet --repos "$REPOS" --tags "$TAGS" --layer-bytes 512 | tail -1

@@ -356,3 +356,65 @@ async fn replanning_does_not_queue_again_what_an_earlier_run_has_pending_or_dead
     assert_eq!(stack.depth(&stack.queue_url).await, 0);
     assert_eq!(stack.dlq().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_deleted_at_the_destination_after_a_worker_copied_it_is_copied_again() {
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let shared = seed::noise(7, 3000);
+    let platform = ("linux", "amd64");
+    let a = s
+        .image(
+            "gone/app",
+            Some("a"),
+            vec![shared.clone(), seed::noise(8, 3000)],
+            &[],
+            platform,
+        )
+        .await
+        .unwrap();
+    stack.config_for(&stack.src.host(), &[("gone/app", &["**"])]);
+    stack.plan();
+    let mut w = stack.worker(&["--exit-when-idle", "15"]);
+    stack
+        .until_copied(
+            &[("gone/app", "a".to_string(), a.digest)],
+            Duration::from_secs(30),
+        )
+        .await;
+    // The shared layer is deleted at the destination (by hand, or a lifecycle policy) while
+    // the worker still believes the repository holds it.
+    let layer = ecr_sync::digest::Digest::of(&shared).to_string();
+    let deleted = stack
+        .dst
+        .client()
+        .delete(format!("{}/v2/gone/app/blobs/{layer}", stack.dst.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 202);
+    let b = s
+        .image(
+            "gone/app",
+            Some("b"),
+            vec![shared, seed::noise(9, 3000)],
+            &[],
+            platform,
+        )
+        .await
+        .unwrap();
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(
+        stack.dst_digest("gone/app", "b").await,
+        Some(b.digest),
+        "{}",
+        w.stderr()
+    );
+    assert_eq!(stack.status(&run)["states"]["succeeded"], 1);
+    assert!(
+        w.stderr().contains("lacks content it was believed to hold"),
+        "{}",
+        w.stderr()
+    );
+}

@@ -242,8 +242,11 @@ async fn a_poison_job_is_dead_lettered_after_the_give_up_window_and_replays_once
         ..Default::default()
     });
     // Retries are fresh messages, so the queue's two receives are not the limit: the job
-    // is retried until it has been failing for the give-up window.
-    let mut w = stack.worker(&["--exit-when-idle", "6", "--give-up-after-seconds", "3"]);
+    // is retried until it has been failing for the give-up window. Retries come 1 s, 2 s and
+    // 4 s apart; a 5 s window lets the second attempt retry even when an attempt takes
+    // seconds (a busy CI machine once gave up at the second), and the idle limit outlasts
+    // the longest delay.
+    let mut w = stack.worker(&["--exit-when-idle", "10", "--give-up-after-seconds", "5"]);
     assert_eq!(w.wait(Duration::from_secs(120)), 0, "{}", w.stderr());
     let dead = stack.dlq();
     assert_eq!(dead.len(), 1, "{dead:?}");

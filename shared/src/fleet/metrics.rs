@@ -2,8 +2,8 @@
 //! awslogs driver ships stdout to CloudWatch Logs, which turns these lines into metrics in the
 //! `ecr-sync` namespace, so alarms and dashboards need no agent.
 //!
-//! Metrics, by `Outcome` (`succeeded`, `skipped`, `failed`, `dead`, `released`): `Jobs` (count),
-//! `Bytes` (bytes), `JobDuration` (milliseconds).
+//! Metrics, by `Outcome` (`succeeded`, `skipped`, `superseded`, `conflict`, `failed`, `dead`,
+//! `released`): `Jobs` (count), `Bytes` (bytes), `JobDuration` (milliseconds).
 
 use crate::vocab::JobEvent;
 use std::io::Write;

@@ -9,7 +9,9 @@
 //! - [`worker`] — the consumer: heartbeat, retries via visibility, dead-lettering, drain.
 //! - [`ops`] — status, dead-letter listing and replay, job history.
 //! - [`metrics`] — CloudWatch embedded-metric-format lines.
+//! - [`budget`] — the workers' shares of a registry's manifest PUT budget.
 
+pub mod budget;
 pub mod ledger;
 pub mod message;
 pub mod metrics;

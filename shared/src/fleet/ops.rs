@@ -48,7 +48,7 @@ pub struct RunStatus {
     pub bytes: u64,
     /// The slowest finished jobs (at most 5).
     pub slowest: Vec<FleetJob>,
-    /// Jobs that failed or are dead, with reasons.
+    /// Jobs that failed, are dead or conflict with an immutable tag, with reasons.
     pub failed: Vec<FleetJob>,
     /// Repositories that were skipped or failed at planning.
     pub repositories: Vec<RepoPlan>,
@@ -69,10 +69,20 @@ pub async fn status(
     for j in &jobs {
         *states.entry(j.state).or_insert(0) += 1;
     }
+    // A job gets its item when a worker starts it: the planned ones without one are queued.
+    let unstarted = run.planned.saturating_sub(jobs.len() as u64);
+    if unstarted > 0 {
+        *states.entry(JobState::Queued).or_insert(0) += unstarted;
+    }
     let bytes = jobs.iter().map(|j| j.bytes).sum();
     let failed = jobs
         .iter()
-        .filter(|j| matches!(j.state, JobState::Failed | JobState::Dead))
+        .filter(|j| {
+            matches!(
+                j.state,
+                JobState::Failed | JobState::Dead | JobState::Conflict
+            )
+        })
         .cloned()
         .collect();
     jobs.retain(|j| j.state == JobState::Succeeded);
@@ -281,13 +291,10 @@ async fn selected(
     })
 }
 
-/// A job's records across runs (newest first) and its history (oldest first).
+/// A job's records across the latest runs (newest first) and its history (oldest first).
 pub async fn job_show(
     ledger: &FleetLedger,
     job_id: &str,
 ) -> Result<(Vec<FleetJob>, Vec<HistoryEntry>), OpsError> {
-    Ok((
-        ledger.job_runs(job_id).await?,
-        ledger.job_history(job_id).await?,
-    ))
+    Ok(ledger.job_records(job_id).await?)
 }

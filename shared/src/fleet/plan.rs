@@ -1,22 +1,27 @@
 //! The fleet planner: the planning stream ([`crate::plan`]) sinking into SQS and the DynamoDB
-//! ledger. Each chunk of jobs is sent first (SendMessageBatch, 10 at a time), then recorded
-//! `queued` (a conditional put per job, so a job a worker already started is not set back),
-//! then counted on the run with its progress time. A planner that dies half-way leaves at most
-//! messages without items — a worker's start creates the item — and never a `queued` item
-//! without a message; `status` reports a run that stopped making progress as stalled.
+//! ledger. Each chunk of jobs is checked against what earlier plans left pending
+//! ([`super::ledger::pending`]), sent (SendMessageBatch, 10 at a time), then counted on the run
+//! with its progress time; no item is written per job (a worker's start creates it). At the
+//! end, each destination repository's record says what this plan left pending there. A
+//! planner that dies half-way leaves sent messages, which workers copy as usual, and never a
+//! job recorded without a message; `status` reports a run that stopped making progress as
+//! stalled.
 //! Sources listed through the registry API are resolved with a HEAD per selected tag; ECR
 //! sources come with digests from DescribeImages.
 
+use super::ledger::pending::{self, PendingJobs};
 use super::ledger::{FleetLedger, RunRecord, TableError};
 use super::message::JobMessage;
 use super::queue::{Queue, QueueError, SQS_BATCH};
 use crate::aws::Aws;
 use crate::config::Config;
+use crate::job::Destination;
 use crate::plan::{self, JobSink, PlanContext, Planned, RepoPlan, Resolve, Scanner};
-use crate::registries::{Registries, SetupError};
+use crate::registries::{Budgets, Registries, SetupError};
 use crate::retry::RetryPolicy;
 use crate::time::rfc3339_ms;
-use crate::vocab::{JobState, RepoEvent, RunState};
+use crate::vocab::{RepoEvent, RunState};
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 /// Why planning stopped.
@@ -70,29 +75,87 @@ struct FleetSink<'a> {
     queue: &'a Queue,
     ledger: &'a FleetLedger,
     run_id: &'a str,
-    /// Per destination repository, jobs not queued because an earlier run has them pending
-    /// or dead.
-    pending_elsewhere: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Per destination repository with jobs: what earlier plans left pending, read once.
+    earlier: std::sync::Mutex<HashMap<String, PendingJobs>>,
+    /// Per destination repository with jobs: what this plan leaves pending (sent now, or still
+    /// pending from an earlier run — those are this plan's `pending_elsewhere`), recorded at
+    /// the end.
+    leaves: std::sync::Mutex<HashMap<String, PendingJobs>>,
 }
 
-/// Earlier-run job states that mean "its message is still on a queue": queued, running or
-/// failed (coming back) on the jobs queue, or dead in the dead-letter queue (an operator
-/// decides; replanning it would only dead-letter it again every run).
-const PENDING: [JobState; 4] = [
-    JobState::Queued,
-    JobState::Running,
-    JobState::Failed,
-    JobState::Dead,
-];
-
 impl FleetSink<'_> {
-    /// Whether an earlier run has this job (same destination, tag and digest) pending or dead.
-    async fn pending_elsewhere(&self, job: &JobMessage) -> Result<bool, TableError> {
-        Ok(self
-            .ledger
-            .latest_job(&job.job_id)
-            .await?
-            .is_some_and(|j| j.run_id != job.run_id && PENDING.contains(&j.state)))
+    /// Reads what earlier plans left pending for the destination repositories of `jobs` that
+    /// this plan has not met yet.
+    async fn load_earlier(&self, jobs: &[JobMessage]) -> Result<(), TableError> {
+        let mut new: Vec<&str> = {
+            let earlier = self.earlier.lock().unwrap();
+            jobs.iter()
+                .map(|j| j.destination.repository.as_str())
+                .filter(|d| !earlier.contains_key(*d))
+                .collect()
+        };
+        new.sort_unstable();
+        new.dedup();
+        let loaded =
+            futures_util::future::try_join_all(new.iter().map(|d| self.ledger.pending_jobs(d)))
+                .await?;
+        let mut earlier = self.earlier.lock().unwrap();
+        for (d, p) in new.into_iter().zip(loaded) {
+            earlier.insert(d.to_string(), p);
+        }
+        Ok(())
+    }
+
+    /// Splits `jobs` into those to send and those an earlier run still has pending (counted,
+    /// and carried into this plan's record; the sent ones join it once sent, [`Self::sent`]).
+    async fn without_pending(
+        &self,
+        jobs: Vec<(JobMessage, bool)>,
+    ) -> Result<Vec<JobMessage>, TableError> {
+        let (jobs, tag_held): (Vec<JobMessage>, Vec<bool>) = jobs.into_iter().unzip();
+        self.load_earlier(&jobs).await?;
+        let known: Vec<pending::Candidate> = {
+            let earlier = self.earlier.lock().unwrap();
+            jobs.iter()
+                .zip(&tag_held)
+                .filter_map(|(j, held)| {
+                    let sent = earlier.get(&j.destination.repository)?.0.get(&j.job_id)?;
+                    (sent.run_id != self.run_id).then(|| pending::Candidate {
+                        job_id: j.job_id.clone(),
+                        sent: sent.clone(),
+                        conflict_stands: j.immutable_tags && *held,
+                    })
+                })
+                .collect()
+        };
+        let still = self.ledger.still_pending(&known).await?;
+        let (kept, send): (Vec<JobMessage>, Vec<JobMessage>) =
+            jobs.into_iter().partition(|j| still.contains(&j.job_id));
+        let earlier = self.earlier.lock().unwrap();
+        let mut leaves = self.leaves.lock().unwrap();
+        for j in kept {
+            let repo = &j.destination.repository;
+            let sent = earlier[repo].0[&j.job_id].clone();
+            leaves
+                .entry(repo.clone())
+                .or_default()
+                .0
+                .insert(j.job_id, sent);
+        }
+        Ok(send)
+    }
+
+    /// Records that `jobs` are on the queue now: this plan leaves them pending.
+    fn sent(&self, jobs: &[JobMessage]) {
+        let now = pending::sent_now(self.run_id);
+        let mut leaves = self.leaves.lock().unwrap();
+        for job in jobs {
+            leaves
+                .entry(job.destination.repository.clone())
+                .or_default()
+                .0
+                .insert(job.job_id.clone(), now.clone());
+        }
     }
 }
 
@@ -120,32 +183,19 @@ impl JobSink for FleetSink<'_> {
     const CHUNK: usize = 50;
 
     async fn put(&self, chunk: Vec<Planned>) -> Result<(), SinkError> {
-        let jobs: Vec<JobMessage> = chunk
+        let jobs: Vec<(JobMessage, bool)> = chunk
             .into_iter()
             .filter_map(|p| match p {
-                Planned::Copy(job) => Some(JobMessage::new(self.run_id, &job)),
+                Planned::Copy(job) => Some((
+                    JobMessage::new(self.run_id, &job),
+                    !matches!(job.destination, Destination::Absent),
+                )),
                 // Counted in the repository's record; a tag that could not be resolved is
                 // quoted in its reason.
                 Planned::UpToDate(_) | Planned::Recent(_) | Planned::Failed(..) => None,
             })
             .collect();
-        let checks =
-            futures_util::future::try_join_all(jobs.iter().map(|j| self.pending_elsewhere(j)))
-                .await?;
-        let mut jobs_to_send = Vec::with_capacity(jobs.len());
-        for (job, elsewhere) in jobs.into_iter().zip(checks) {
-            if elsewhere {
-                *self
-                    .pending_elsewhere
-                    .lock()
-                    .unwrap()
-                    .entry(job.destination.repository.clone())
-                    .or_insert(0) += 1;
-            } else {
-                jobs_to_send.push(job);
-            }
-        }
-        let jobs = jobs_to_send;
+        let jobs = self.without_pending(jobs).await?;
         if jobs.is_empty() {
             return Ok(());
         }
@@ -154,7 +204,7 @@ impl JobSink for FleetSink<'_> {
             bodies.chunks(SQS_BATCH).map(|b| self.queue.send_batch(b)),
         )
         .await?;
-        self.ledger.queue_jobs(&jobs).await?;
+        self.sent(&jobs);
         self.ledger
             .progress_run(self.run_id, jobs.len() as u64)
             .await?;
@@ -172,7 +222,7 @@ pub async fn plan(
     ledger: &FleetLedger,
 ) -> Result<PlanReport, PlanError> {
     let started = Instant::now();
-    let registries = Registries::new(config, opts.retry.clone(), aws.clone());
+    let registries = Registries::new(config, opts.retry.clone(), aws.clone(), Budgets::local());
     let (dst_host, dst) = registries.prepare().await?;
     let mut run = RunRecord {
         run_id: uuid::Uuid::new_v4().to_string(),
@@ -200,14 +250,16 @@ pub async fn plan(
         queue,
         ledger,
         run_id: &run.run_id,
-        pending_elsewhere: Default::default(),
+        earlier: Default::default(),
+        leaves: Default::default(),
     };
     let (mut repositories, result) = plan::plan_all(&ctx, &sink).await;
-    let elsewhere = sink.pending_elsewhere.into_inner().unwrap();
+    let leaves = sink.leaves.into_inner().unwrap();
     for r in &mut repositories {
-        if let Some(n) = elsewhere.get(&r.destination) {
-            r.pending_elsewhere = *n;
-            r.planned = r.planned.saturating_sub(*n);
+        if let Some(left) = leaves.get(&r.destination) {
+            let elsewhere = left.0.values().filter(|s| s.run_id != run.run_id).count() as u64;
+            r.pending_elsewhere = elsewhere;
+            r.planned = r.planned.saturating_sub(elsewhere);
         }
     }
     for r in &repositories {
@@ -238,9 +290,11 @@ pub async fn plan(
     run.planned_at = Some(rfc3339_ms(SystemTime::now()));
     // Record what happened even when a write failed half-way; report the first error.
     let recorded = ledger.record_repos(&run.run_id, &repositories).await;
+    let left = ledger.record_pending(&leaves).await;
     ledger.finish_run(&run).await?;
     result?;
     recorded?;
+    left?;
     let report = PlanReport {
         run_id: run.run_id,
         planned: run.planned,

@@ -8,7 +8,8 @@ use crate::aws::describe;
 use crate::vocab::ErrorClass;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use std::collections::HashMap;
@@ -309,27 +310,99 @@ impl Queue {
     /// Makes received messages visible again at once, ten per call.
     pub async fn release_all(&self, receipts: &[String]) -> Result<(), QueueError> {
         for chunk in receipts.chunks(SQS_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(r)
-                        .visibility_timeout(0)
-                        .build()
-                        .expect("id and receipt are set")
-                })
-                .collect();
-            self.client
-                .change_message_visibility_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| self.error("ChangeMessageVisibilityBatch", e))?;
+            self.set_visibility_batch(chunk, 0).await?;
         }
         Ok(())
+    }
+
+    /// Sets the visibility of up to [`SQS_BATCH`] received messages in one
+    /// `ChangeMessageVisibilityBatch`. Returns the entries SQS refused, by index into
+    /// `receipts`, with their error (whose [`QueueError::lease_lost`] says whether the message
+    /// is no longer ours).
+    pub async fn set_visibility_batch(
+        &self,
+        receipts: &[String],
+        seconds: i32,
+    ) -> Result<Vec<(usize, QueueError)>, QueueError> {
+        assert!(receipts.len() <= SQS_BATCH, "SQS batches hold at most 10");
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .visibility_timeout(seconds)
+                    .build()
+                    .expect("id and receipt are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.error("ChangeMessageVisibilityBatch", e))?;
+        Ok(self.entry_errors("ChangeMessageVisibilityBatch", out.failed()))
+    }
+
+    /// Deletes up to [`SQS_BATCH`] received messages in one `DeleteMessageBatch`. Returns the
+    /// entries SQS refused, by index into `receipts`.
+    pub async fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> Result<Vec<(usize, QueueError)>, QueueError> {
+        assert!(receipts.len() <= SQS_BATCH, "SQS batches hold at most 10");
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .expect("id and receipt are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteMessageBatch", e))?;
+        Ok(self.entry_errors("DeleteMessageBatch", out.failed()))
+    }
+
+    /// A batch answer's failed entries (ids are indexes) as errors.
+    fn entry_errors(
+        &self,
+        op: &'static str,
+        failed: &[BatchResultErrorEntry],
+    ) -> Vec<(usize, QueueError)> {
+        failed
+            .iter()
+            .filter_map(|f| {
+                let index = f.id().parse().ok()?;
+                Some((
+                    index,
+                    QueueError {
+                        class: if f.sender_fault() {
+                            ErrorClass::Rejected
+                        } else {
+                            ErrorClass::Transient
+                        },
+                        op,
+                        queue: self.url.clone(),
+                        message: format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                        code: Some(f.code().to_string()),
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The redrive policy's `maxReceiveCount`, if the queue has one.

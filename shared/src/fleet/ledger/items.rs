@@ -139,9 +139,30 @@ pub(super) fn now() -> String {
     rfc3339_ms(SystemTime::now())
 }
 
+/// Partitions a run's job items are spread over (their `pk` is `RUN#<run>#<shard>`). Changing
+/// it would hide the jobs of earlier runs from `status`.
+pub const JOB_SHARDS: u32 = 16;
+
+/// The partition of a run's job items that holds `job_id`: a stable hash of the id (FNV-1a),
+/// so a run's writes spread evenly over [`JOB_SHARDS`] partitions.
+pub(super) fn job_shard(job_id: &str) -> u32 {
+    let hash = job_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % JOB_SHARDS
+}
+
+/// The partition key of shard `shard` of run `run_id`'s jobs.
+pub(super) fn job_partition(run_id: &str, shard: u32) -> String {
+    format!("RUN#{run_id}#{shard:x}")
+}
+
 pub(super) fn job_key(run_id: &str, job_id: &str) -> Item {
     HashMap::from([
-        ("pk".to_string(), s(format!("RUN#{run_id}"))),
+        (
+            "pk".to_string(),
+            s(job_partition(run_id, job_shard(job_id))),
+        ),
         ("sk".to_string(), s(format!("JOB#{job_id}"))),
     ])
 }
@@ -165,7 +186,6 @@ pub(super) fn job_attributes(m: &JobMessage) -> Vec<(&'static str, AttributeValu
         ("kind", s("job")),
         ("run_id", s(&m.run_id)),
         ("job_id", s(&m.job_id)),
-        ("gsi1pk", s(format!("JOB#{}", m.job_id))),
         (
             "source",
             s(format!(
@@ -185,21 +205,59 @@ pub(super) fn job_attributes(m: &JobMessage) -> Vec<(&'static str, AttributeValu
     ]
 }
 
-/// A history event item (`JOB#<job>` / `<at>#<random>`) read back.
-pub(super) fn history_entry(i: &Item) -> HistoryEntry {
-    HistoryEntry {
-        at: get_s(i, "sk")
-            .and_then(|sk| sk.split('#').next().map(str::to_string))
-            .unwrap_or_default(),
-        run_id: get_s(i, "run_id").unwrap_or_default(),
-        event: parse_word(i, "event"),
-        attempt: get_n(i, "attempt"),
-        worker: get_s(i, "worker"),
-        bytes: get_n(i, "bytes"),
-        duration_ms: get_n(i, "duration_ms"),
-        error_class: parse_word(i, "error_class"),
-        error: get_s(i, "error"),
+/// Longest reason kept in a history entry (a job item holds its whole history and must stay
+/// far below DynamoDB's 400 KB item limit).
+const HISTORY_REASON_CHARS: usize = 1024;
+
+/// One history entry as the map appended to a job item's `history` list.
+pub(super) fn history_value(e: &HistoryEntry) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("at".to_string(), s(&e.at)),
+        ("run_id".to_string(), s(&e.run_id)),
+        ("attempt".to_string(), n(e.attempt)),
+        ("bytes".to_string(), n(e.bytes)),
+        ("duration_ms".to_string(), n(e.duration_ms)),
+    ]);
+    if let Some(event) = e.event {
+        m.insert("event".to_string(), s(event.as_str()));
     }
+    if let Some(w) = &e.worker {
+        m.insert("worker".to_string(), s(w));
+    }
+    if let Some(c) = e.error_class {
+        m.insert("error_class".to_string(), s(c.as_str()));
+    }
+    if let Some(reason) = &e.error {
+        m.insert(
+            "error".to_string(),
+            s(reason
+                .chars()
+                .take(HISTORY_REASON_CHARS)
+                .collect::<String>()),
+        );
+    }
+    AttributeValue::M(m)
+}
+
+/// A job item's history entries, oldest first.
+pub(super) fn history_entries(i: &Item) -> Vec<HistoryEntry> {
+    let Some(AttributeValue::L(list)) = i.get("history") else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|v| v.as_m().ok())
+        .map(|e| HistoryEntry {
+            at: get_s(e, "at").unwrap_or_default(),
+            run_id: get_s(e, "run_id").unwrap_or_default(),
+            event: parse_word(e, "event"),
+            attempt: get_n(e, "attempt"),
+            worker: get_s(e, "worker"),
+            bytes: get_n(e, "bytes"),
+            duration_ms: get_n(e, "duration_ms"),
+            error_class: parse_word(e, "error_class"),
+            error: get_s(e, "error"),
+        })
+        .collect()
 }
 
 pub(super) fn job_item(i: &Item) -> FleetJob {

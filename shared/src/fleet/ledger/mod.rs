@@ -1,31 +1,50 @@
-//! The fleet's ledger in DynamoDB: runs, the jobs they planned, and every job's history.
+//! The fleet's ledger in DynamoDB: runs, the repositories they planned, every job attempt and
+//! its history, and the jobs still pending per destination repository.
 //!
 //! # Schema (one table; `infra/` creates the same keys)
 //! | item | `pk` | `sk` | `gsi1pk` | `gsi1sk` |
 //! |---|---|---|---|---|
 //! | run | `RUN#<run>` | `#RUN` | `RUNS` | `<started_at>#<run>` |
 //! | repository in a run | `RUN#<run>` | `REPO#<destination repo>` | – | – |
-//! | job in a run | `RUN#<run>` | `JOB#<job>` | `JOB#<job>` | `<queued_at>#<run>` |
-//! | job history event | `JOB#<job>` | `<at>#<random>` | – | – |
+//! | job in a run, with its history | `RUN#<run>#<shard>` | `JOB#<job>` | – | – |
+//! | jobs pending for a destination repository | `PENDING#<destination repo>` | `#PENDING` | – | – |
+//! | the workers' leases on a rate budget ([`budget`]) | `BUDGET#<host>#<kind>` | `#BUDGET` | – | – |
 //!
-//! All keys are strings; `expires_at` (epoch seconds, [`HISTORY_DAYS`] ahead) is the TTL.
-//! - status of run R: `Query pk = RUN#R` (the run, its repositories and its jobs);
-//! - failed jobs of run R: `Query pk = RUN#R, begins_with(sk, "JOB#")` filtered on `state`;
+//! All keys are strings; `expires_at` (epoch seconds, [`HISTORY_DAYS`] ahead) is the TTL. A
+//! run's job items are spread over [`JOB_SHARDS`] partitions by a hash of the job id.
+//! - status of run R: `Query pk = RUN#R` (the run and its repositories) and one query per
+//!   job partition `RUN#R#0` … `RUN#R#f`;
 //! - latest runs: `Query gsi1pk = RUNS` newest first;
-//! - one job across runs: `Query gsi1pk = JOB#J` and its history `Query pk = JOB#J`.
+//! - one job across runs, with its history: a `BatchGetItem` of its key in the latest runs.
 //!
-//! Job states ([`JobState`]): `queued → running → succeeded | skipped | failed | dead`; `failed`
-//! is a transient failure whose message will come back. Transitions are conditional writes: a
-//! job in a final state is never started or finished again (a duplicate delivery is acknowledged
-//! instead), so a run ends with one consistent record per job.
+//! # What a job costs: one write, two for a long one, no index write
+//! The planner writes no item per job: it sends the messages, then counts them on the run and
+//! records, once per destination repository, which jobs it left pending there (for the next
+//! plan's check, [`pending`]). A worker reads the job item before it runs the job
+//! (`start_job`: a job that already ended is not run again). A job still running after a
+//! heartbeat interval is marked `running` (`mark_running`, which creates the item), so
+//! `status` and `job show` see long jobs and their worker. The outcome (`finish_job`) is one
+//! conditional write that creates or updates the item and appends the attempt to its
+//! `history` list. Job items carry no index key, so no write touches the index. A job planned
+//! but not yet started (or started less than a heartbeat ago) has no item: `status` counts it
+//! as `queued` (planned minus recorded). Attempt numbers are set, not added, so a write the
+//! SDK retries after a lost answer does not count twice.
+//!
+//! Job states ([`JobState`]): `queued → running → succeeded | skipped | superseded | conflict
+//! | failed | dead`; `failed` is a transient failure whose message will come back. Transitions are
+//! conditional writes: a job in a final state is never started or finished again (a duplicate
+//! delivery is acknowledged instead), so a run ends with one consistent record per job.
 
 mod bootstrap;
+mod budget;
 mod items;
+pub mod pending;
 mod reads;
 mod update;
 
 pub use bootstrap::bootstrap_table;
-pub use items::{FleetJob, HistoryEntry, RunRecord};
+pub use budget::Lease;
+pub use items::{FleetJob, HistoryEntry, RunRecord, JOB_SHARDS};
 
 use super::message::JobMessage;
 use crate::aws::describe;
@@ -33,8 +52,9 @@ use crate::job::RepoPlan;
 use crate::vocab::{ErrorClass, JobEvent, JobState, RunState};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use futures_util::{StreamExt, TryStreamExt};
-use items::{expires_at, get_n, is_conditional, job_attributes, job_key, n, now, run_key, s, Item};
+use items::{
+    expires_at, history_value, is_conditional, job_attributes, job_key, n, now, run_key, s, Item,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 use update::Update;
@@ -45,8 +65,6 @@ pub const HISTORY_DAYS: u64 = 90;
 const WRITE_BATCH: usize = 25;
 /// Times unprocessed batch items are written again (doubling from 50 ms: about 3 s in all).
 const BATCH_REWRITES: u32 = 6;
-/// Conditional job-item writes in flight at once while planning.
-const QUEUE_PUTS_AT_ONCE: usize = 16;
 /// The one global secondary index.
 pub const GSI: &str = "gsi1";
 
@@ -239,53 +257,6 @@ impl FleetLedger {
         self.write_all(items.collect()).await
     }
 
-    /// Records planned jobs as `queued`, after their messages were sent: a planner that dies
-    /// in between leaves messages without items (a worker's start creates the item), never a
-    /// `queued` item without a message. Each item is written only if absent, so a job a worker
-    /// already started or finished is not set back.
-    pub async fn queue_jobs(&self, jobs: &[JobMessage]) -> Result<(), TableError> {
-        let at = now();
-        let items: Vec<Item> = jobs
-            .iter()
-            .map(|m| {
-                let mut item = job_key(&m.run_id, &m.job_id);
-                item.extend(
-                    job_attributes(m)
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v)),
-                );
-                item.insert("state".to_string(), s(JobState::Queued.as_str()));
-                item.insert("attempts".to_string(), n(0));
-                item.insert("queued_at".to_string(), s(&at));
-                item.insert("updated_at".to_string(), s(&at));
-                item.insert("gsi1sk".to_string(), s(format!("{at}#{}", m.run_id)));
-                item
-            })
-            .collect();
-        futures_util::stream::iter(items.into_iter().map(|item| self.put_if_absent(item)))
-            .buffer_unordered(QUEUE_PUTS_AT_ONCE)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(drop)
-    }
-
-    /// Puts `item` unless an item with its key exists.
-    async fn put_if_absent(&self, item: Item) -> Result<(), TableError> {
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
-            Err(e) => Err(self.error("PutItem", e)),
-        }
-    }
-
     /// Records that planning made progress: `sent` more jobs are on the queue. `status` tells
     /// a planner that died (no progress for a while) from one that is working.
     pub async fn progress_run(&self, run_id: &str, sent: u64) -> Result<(), TableError> {
@@ -299,7 +270,7 @@ impl FleetLedger {
     }
 
     /// BatchWriteItem in chunks of 25, writing unprocessed items again with backoff.
-    async fn write_all(&self, items: Vec<Item>) -> Result<(), TableError> {
+    pub(super) async fn write_all(&self, items: Vec<Item>) -> Result<(), TableError> {
         for chunk in items.chunks(WRITE_BATCH) {
             let mut pending: Vec<WriteRequest> = chunk
                 .iter()
@@ -350,53 +321,56 @@ impl FleetLedger {
         Ok(())
     }
 
-    /// Marks a job `running` for `worker` and counts the attempt, unless it already ended.
-    /// Creates the item when the planner did not (push events).
-    pub async fn start_job(&self, m: &JobMessage, worker: &str) -> Result<Start, TableError> {
+    /// Whether a delivery of `m` may run, and as which attempt: a strongly consistent read,
+    /// no write. A job that already ended is not run again (its message is acknowledged, or
+    /// dead-lettered again when it is `dead`).
+    pub async fn start_job(&self, m: &JobMessage) -> Result<Start, TableError> {
+        Ok(match self.job(&m.run_id, &m.job_id).await? {
+            Some(j) if j.state.is_final() => Start::AlreadyDone(Ended {
+                state: j.state,
+                error_class: j.error_class,
+                error: j.error,
+            }),
+            Some(j) => Start::Go(j.attempts + 1),
+            None => Start::Go(1),
+        })
+    }
+
+    /// Marks a job `running` for `worker` as attempt `attempt`, unless it already ended
+    /// (then `false`); creates the item. The worker calls it only for a job still running
+    /// after a heartbeat interval, so a short job costs one write (its finish).
+    pub async fn mark_running(
+        &self,
+        m: &JobMessage,
+        worker: &str,
+        attempt: u64,
+    ) -> Result<bool, TableError> {
         let at = now();
         let mut u = Update::default();
         u.set("state", s(JobState::Running.as_str()))
             .set("worker", s(worker))
             .set("updated_at", s(&at))
-            .increment("attempts")
+            .set("attempts", n(attempt))
             .set_if_missing("queued_at", s(&at))
-            .set_if_missing("gsi1sk", s(format!("{at}#{}", m.run_id)))
             .unless_final(true);
         for (name, value) in job_attributes(m) {
             u.set(name, value);
         }
         let out = u
             .request(&self.client, &self.table, job_key(&m.run_id, &m.job_id))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match out {
-            // No history event here: the item says `running`, and the attempt's end writes one.
-            Ok(out) => Ok(Start::Go(
-                out.attributes().map(|a| get_n(a, "attempts")).unwrap_or(1),
-            )),
-            Err(e) if is_conditional(&e) => {
-                // The condition failed, so the item exists in a final state.
-                let ended = match self.job(&m.run_id, &m.job_id).await? {
-                    Some(j) => Ended {
-                        state: j.state,
-                        error_class: j.error_class,
-                        error: j.error,
-                    },
-                    None => Ended {
-                        state: JobState::Dead,
-                        error_class: None,
-                        error: None,
-                    },
-                };
-                Ok(Start::AlreadyDone(ended))
-            }
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
             Err(e) => Err(self.error("UpdateItem", e)),
         }
     }
 
-    /// Records how an attempt ended. Returns `false` (and records a `duplicate` event instead)
-    /// when the job had already ended for good — another delivery of it finished first.
+    /// Records how an attempt ended, appending it to the job's history. Returns `false` (and
+    /// records a `duplicate` event instead) when the job had already ended for good — another
+    /// delivery of it finished first. Creates the item when no start did (a job rejected
+    /// before it ran).
     pub async fn finish_job(
         &self,
         m: &JobMessage,
@@ -409,7 +383,12 @@ impl FleetLedger {
             .set("updated_at", s(now()))
             .set("bytes", n(f.bytes))
             .set("duration_ms", n(f.duration_ms))
-            .unless_final(false);
+            .set("attempts", n(f.attempt))
+            .set_if_missing("queued_at", s(now()))
+            .unless_final(true);
+        for (name, value) in job_attributes(m) {
+            u.set_if_missing(name, value);
+        }
         match (&f.error_class, &f.error) {
             (Some(class), Some(error)) => {
                 u.set("error_class", s(class.as_str()))
@@ -421,23 +400,33 @@ impl FleetLedger {
             }
             _ => {}
         }
+        u.append(
+            "history",
+            history_value(&entry(m, f.state.into(), f.attempt, worker, f)),
+        );
         let out = u
             .request(&self.client, &self.table, job_key(&m.run_id, &m.job_id))
             .send()
             .await;
-        // The history event follows in a second write: one TransactWriteItems would be neater,
-        // but moto (the test stack) deep-copies the whole table per transaction and fails under
-        // concurrent writes. A worker dying between the two writes loses only that event.
         match out {
-            Ok(_) => {
-                self.add_event(m, f.state.into(), f.attempt, Some(worker), f)
-                    .await?;
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(e) if is_conditional(&e) => {
-                self.add_event(m, JobEvent::Duplicate, f.attempt, Some(worker), f)
-                    .await?;
-                Ok(false)
+                // Rare (two deliveries raced): a second write leaves the loser's trace.
+                let mut u = Update::default();
+                u.append(
+                    "history",
+                    history_value(&entry(m, JobEvent::Duplicate, f.attempt, worker, f)),
+                )
+                .only_if_exists();
+                match u
+                    .request(&self.client, &self.table, job_key(&m.run_id, &m.job_id))
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(false),
+                    Err(e) if is_conditional(&e) => Ok(false),
+                    Err(e) => Err(self.error("UpdateItem", e)),
+                }
             }
             Err(e) => Err(self.error("UpdateItem", e)),
         }
@@ -464,52 +453,38 @@ impl FleetLedger {
         } else {
             u.only_in_state(JobState::Running);
         }
-        let out = u
+        // The attempt it belongs to (a read: releases and replays are rare).
+        let attempt = self
+            .job(&m.run_id, &m.job_id)
+            .await?
+            .map_or(0, |j| j.attempts);
+        u.append(
+            "history",
+            history_value(&entry(m, event, attempt, who, &Finish::default())),
+        );
+        match u
             .request(&self.client, &self.table, job_key(&m.run_id, &m.job_id))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
-            .await;
-        let attempt = match out {
-            Ok(out) => out.attributes().map(|a| get_n(a, "attempts")).unwrap_or(0),
-            Err(e) if is_conditional(&e) => return Ok(()),
-            Err(e) => return Err(self.error("UpdateItem", e)),
-        };
-        self.add_event(m, event, attempt, Some(who), &Finish::default())
             .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(self.error("UpdateItem", e)),
+        }
     }
+}
 
-    async fn add_event(
-        &self,
-        m: &JobMessage,
-        event: JobEvent,
-        attempt: u64,
-        worker: Option<&str>,
-        f: &Finish,
-    ) -> Result<(), TableError> {
-        let at = now();
-        let mut item = HashMap::from([
-            ("pk".to_string(), s(format!("JOB#{}", m.job_id))),
-            (
-                "sk".to_string(),
-                s(format!("{at}#{:08x}", fastrand::u32(..))),
-            ),
-            ("kind".to_string(), s("event")),
-            ("run_id".to_string(), s(&m.run_id)),
-            ("event".to_string(), s(event.as_str())),
-            ("attempt".to_string(), n(attempt)),
-            ("bytes".to_string(), n(f.bytes)),
-            ("duration_ms".to_string(), n(f.duration_ms)),
-            ("expires_at".to_string(), expires_at()),
-        ]);
-        if let Some(w) = worker {
-            item.insert("worker".to_string(), s(w));
-        }
-        if let Some(c) = f.error_class {
-            item.insert("error_class".to_string(), s(c.as_str()));
-        }
-        if let Some(e) = &f.error {
-            item.insert("error".to_string(), s(e));
-        }
-        self.put(item).await
+/// The history entry of `event` for job `m`, now.
+fn entry(m: &JobMessage, event: JobEvent, attempt: u64, worker: &str, f: &Finish) -> HistoryEntry {
+    HistoryEntry {
+        at: now(),
+        run_id: m.run_id.clone(),
+        event: Some(event),
+        attempt,
+        worker: Some(worker.to_string()),
+        bytes: f.bytes,
+        duration_ms: f.duration_ms,
+        error_class: f.error_class,
+        error: f.error.clone(),
     }
 }

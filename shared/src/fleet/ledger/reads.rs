@@ -1,10 +1,24 @@
 //! Reading the ledger: one job, a run and its contents, a job across runs and its history —
 //! the queries behind `status`, `job show`, `dlq list` and the planner's pending check.
 
-use super::items::{get_n, get_s, history_entry, job_item, job_key, parse_word, run_key, s, Item};
+use super::items::{
+    get_n, get_s, history_entries, job_item, job_key, job_partition, parse_word, run_key, s, Item,
+    JOB_SHARDS,
+};
 use super::{FleetJob, FleetLedger, HistoryEntry, RunRecord, TableError, GSI};
 use crate::job::RepoPlan;
 use crate::vocab::{JobState, RunState};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
+use futures_util::{StreamExt, TryStreamExt};
+
+/// How many of the latest runs `job show` looks through for a job.
+pub const JOB_LOOKUP_RUNS: i32 = 100;
+/// DynamoDB's BatchGetItem limit.
+const GET_BATCH: usize = 100;
+/// Times a BatchGetItem is sent for keys DynamoDB left unprocessed (doubling from 50 ms).
+const GET_ROUNDS: u32 = 8;
+/// Partition queries in flight at once.
+const QUERIES_AT_ONCE: usize = 8;
 
 impl FleetLedger {
     /// One job of one run.
@@ -50,63 +64,132 @@ impl FleetLedger {
         }))
     }
 
-    /// The repositories and jobs of a run (one paginated query).
+    /// The repositories and jobs of a run: its own partition, then its job partitions.
     pub async fn run_contents(
         &self,
         run_id: &str,
     ) -> Result<(Vec<RepoPlan>, Vec<FleetJob>), TableError> {
         let items = self.query_pk(&format!("RUN#{run_id}"), None, None).await?;
-        let mut repos = Vec::new();
-        let mut jobs = Vec::new();
-        for i in items {
-            match get_s(&i, "kind").as_deref() {
-                Some("repo") => repos.push(RepoPlan {
-                    source: get_s(&i, "source").unwrap_or_default(),
-                    destination: get_s(&i, "destination").unwrap_or_default(),
-                    planned: get_n(&i, "planned"),
-                    up_to_date: get_n(&i, "up_to_date"),
-                    failed: get_n(&i, "failed_tags"),
-                    pending_elsewhere: get_n(&i, "pending_elsewhere"),
-                    event: parse_word(&i, "event"),
-                    reason: get_s(&i, "reason"),
-                }),
-                Some("job") => jobs.push(job_item(&i)),
-                _ => {}
-            }
-        }
-        Ok((repos, jobs))
+        let repos = items
+            .iter()
+            .filter(|i| get_s(i, "kind").as_deref() == Some("repo"))
+            .map(|i| RepoPlan {
+                source: get_s(i, "source").unwrap_or_default(),
+                destination: get_s(i, "destination").unwrap_or_default(),
+                planned: get_n(i, "planned"),
+                up_to_date: get_n(i, "up_to_date"),
+                failed: get_n(i, "failed_tags"),
+                pending_elsewhere: get_n(i, "pending_elsewhere"),
+                event: parse_word(i, "event"),
+                reason: get_s(i, "reason"),
+            })
+            .collect();
+        Ok((repos, self.jobs_in_state(run_id, &[]).await?))
     }
 
-    /// The jobs of a run in one of `states` (a key query with a filter, not a scan).
+    /// The jobs of a run that ever started, in one of `states` (all when empty): a query per
+    /// job partition with a filter, not a scan.
     pub async fn jobs_in_state(
         &self,
         run_id: &str,
         states: &[JobState],
     ) -> Result<Vec<FleetJob>, TableError> {
-        let items = self
-            .query_pk(&format!("RUN#{run_id}"), Some("JOB#"), Some(states))
+        let filter = (!states.is_empty()).then_some(states);
+        let pages: Vec<Vec<Item>> = futures_util::stream::iter(0..JOB_SHARDS)
+            .map(|shard| {
+                let pk = job_partition(run_id, shard);
+                async move { self.query_pk(&pk, Some("JOB#"), filter).await }
+            })
+            .buffer_unordered(QUERIES_AT_ONCE)
+            .try_collect()
             .await?;
-        Ok(items.iter().map(job_item).collect())
+        Ok(pages.iter().flatten().map(job_item).collect())
     }
 
-    /// Every run's record of a job, newest first.
-    pub async fn job_runs(&self, job_id: &str) -> Result<Vec<FleetJob>, TableError> {
-        let items = self
-            .query_index(&format!("JOB#{job_id}"), 100, false)
-            .await?;
-        Ok(items.iter().map(job_item).collect())
+    /// Every record of a job in the latest [`JOB_LOOKUP_RUNS`] runs, newest run first, and its
+    /// history across them, oldest first.
+    pub async fn job_records(
+        &self,
+        job_id: &str,
+    ) -> Result<(Vec<FleetJob>, Vec<HistoryEntry>), TableError> {
+        let runs: Vec<String> = self
+            .query_index("RUNS", JOB_LOOKUP_RUNS, false)
+            .await?
+            .iter()
+            .filter_map(|r| get_s(r, "run_id"))
+            .collect();
+        let mut items = Vec::new();
+        for chunk in runs.chunks(GET_BATCH) {
+            let keys = chunk.iter().map(|run| job_key(run, job_id)).collect();
+            items.extend(self.get_all(keys).await?);
+        }
+        let rank = |i: &Item| {
+            let run = get_s(i, "run_id").unwrap_or_default();
+            runs.iter().position(|r| *r == run).unwrap_or(usize::MAX)
+        };
+        items.sort_by_key(rank);
+        let mut history: Vec<HistoryEntry> = items.iter().flat_map(history_entries).collect();
+        // Fixed-width RFC 3339 timestamps in UTC compare as text.
+        history.sort_by(|a, b| a.at.cmp(&b.at));
+        Ok((items.iter().map(job_item).collect(), history))
     }
 
-    /// The newest record of a job across runs (the index, eventually consistent).
-    pub async fn latest_job(&self, job_id: &str) -> Result<Option<FleetJob>, TableError> {
-        let items = self.query_index(&format!("JOB#{job_id}"), 1, false).await?;
-        Ok(items.first().map(job_item))
-    }
-
-    /// A job's history, oldest first.
+    /// A job's history across the latest runs, oldest first.
     pub async fn job_history(&self, job_id: &str) -> Result<Vec<HistoryEntry>, TableError> {
-        let items = self.query_pk(&format!("JOB#{job_id}"), None, None).await?;
-        Ok(items.iter().map(history_entry).collect())
+        Ok(self.job_records(job_id).await?.1)
+    }
+
+    /// The items with these keys (at most [`GET_BATCH`]) that exist, asking again for the keys
+    /// DynamoDB left unprocessed.
+    pub(super) async fn get_all(&self, keys: Vec<Item>) -> Result<Vec<Item>, TableError> {
+        assert!(
+            keys.len() <= GET_BATCH,
+            "BatchGetItem takes at most 100 keys"
+        );
+        let mut found = Vec::new();
+        let mut pending = keys;
+        let mut delay = std::time::Duration::from_millis(50);
+        for round in 0..=GET_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            if round == GET_ROUNDS {
+                return Err(TableError {
+                    class: crate::vocab::ErrorClass::Transient,
+                    op: "BatchGetItem",
+                    table: self.table.clone(),
+                    message: format!(
+                        "{} keys still unprocessed after {GET_ROUNDS} tries",
+                        pending.len()
+                    ),
+                });
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .expect("keys are set");
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| self.error("BatchGetItem", e))?;
+            if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                found.extend(items.iter().cloned());
+            }
+            pending = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(&self.table))
+                .map(|k| k.keys().to_vec())
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+        Ok(found)
     }
 
     async fn query_pk(

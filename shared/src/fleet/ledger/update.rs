@@ -55,6 +55,25 @@ impl Update {
         self
     }
 
+    /// Appends `v` to the list `attr` (created when missing).
+    pub(super) fn append(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, empty, v) = (
+            self.name(attr),
+            self.value(AttributeValue::L(Vec::new())),
+            self.value(AttributeValue::L(vec![v])),
+        );
+        self.sets.push(format!(
+            "{n} = list_append(if_not_exists({n}, {empty}), {v})"
+        ));
+        self
+    }
+
+    /// Only when the item exists (an update never creates it).
+    pub(super) fn only_if_exists(&mut self) -> &mut Self {
+        self.condition = Some("attribute_exists(pk)".to_string());
+        self
+    }
+
     pub(super) fn remove(&mut self, attr: &str) -> &mut Self {
         let n = self.name(attr);
         self.removes.push(n);
@@ -129,9 +148,9 @@ mod tests {
         );
         assert_eq!(
             u.condition.as_deref(),
-            Some("attribute_not_exists(pk) OR NOT (#state IN (:v4, :v5, :v6, :v7))")
+            Some("attribute_not_exists(pk) OR NOT (#state IN (:v4, :v5, :v6, :v7, :v8))")
         );
         assert_eq!(u.names["#source"], "source");
-        assert_eq!(u.values.len(), 8);
+        assert_eq!(u.values.len(), 9);
     }
 }

@@ -9,7 +9,7 @@ use crate::config_source::load_versioned;
 use crate::engine::Engine;
 use crate::job::{CopyJob, Destination, JobError, PlannedJob};
 use crate::plan::{Scanner, REFRESH_SKIP};
-use crate::registries::SetupError;
+use crate::registries::{Budgets, SetupError};
 use crate::retry::RetryPolicy;
 use crate::vocab::ErrorClass;
 use std::collections::HashMap;
@@ -28,10 +28,17 @@ pub struct ConfigVersion {
 }
 
 impl ConfigVersion {
-    /// The engine for `config` at `version`.
-    pub fn new(config: Config, version: String, retry: RetryPolicy, aws: Aws) -> ConfigVersion {
+    /// The engine for `config` at `version`, pacing manifest PUTs within the worker's
+    /// `budgets`.
+    pub fn new(
+        config: Config,
+        version: String,
+        retry: RetryPolicy,
+        aws: Aws,
+        budgets: Arc<Budgets>,
+    ) -> ConfigVersion {
         ConfigVersion {
-            engine: Engine::new(config, retry, aws, Default::default()),
+            engine: Engine::new(config, retry, aws, Default::default(), budgets),
             version,
             ready: Mutex::new(HashMap::new()),
         }
@@ -223,6 +230,8 @@ pub struct CurrentConfig {
     location: String,
     retry: RetryPolicy,
     aws: Aws,
+    /// The manifest PUT budgets every version's clients share (kept across reloads).
+    pub budgets: Arc<Budgets>,
     current: RwLock<Arc<ConfigVersion>>,
 }
 
@@ -234,6 +243,7 @@ impl CurrentConfig {
         aws: Aws,
     ) -> Result<CurrentConfig, ConfigError> {
         let (config, version) = load_versioned(location, &aws).await?;
+        let budgets = Budgets::shared();
         Ok(CurrentConfig {
             location: location.to_string(),
             current: RwLock::new(Arc::new(ConfigVersion::new(
@@ -241,9 +251,11 @@ impl CurrentConfig {
                 version,
                 retry.clone(),
                 aws.clone(),
+                budgets.clone(),
             ))),
             retry,
             aws,
+            budgets,
         })
     }
 
@@ -259,8 +271,13 @@ impl CurrentConfig {
     pub async fn reload(&self) {
         match load_versioned(&self.location, &self.aws).await {
             Ok((config, version)) if version != self.current().version => {
-                let next =
-                    ConfigVersion::new(config, version, self.retry.clone(), self.aws.clone());
+                let next = ConfigVersion::new(
+                    config,
+                    version,
+                    self.retry.clone(),
+                    self.aws.clone(),
+                    self.budgets.clone(),
+                );
                 if let Err(e) = next.check().await {
                     tracing::error!(config = %self.location, version = %next.version, error = %e, "the changed config cannot run; keeping the previous config");
                     return;

@@ -20,7 +20,7 @@ use tracing::Instrument;
 enum Attempt {
     Ran(JobOutcome),
     Released,
-    LeaseLost,
+    LeaseLost(crate::fleet::queue::QueueError),
 }
 
 /// Handles one received message; never fails (every problem ends in a log line and a message
@@ -45,7 +45,7 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
                 }
                 Ok(Err(reason)) => {
                     tracing::info!(repository = %event.repository, tag = event.tag.as_deref().unwrap_or(""), reason = %reason, "push event not covered by the config; acknowledged");
-                    return shared.delete(&msg).await;
+                    return shared.delete(&msg);
                 }
                 Err(reason) => {
                     tracing::warn!(repository = %event.repository, reason = %reason, "push event could not be resolved; it will come back");
@@ -80,16 +80,45 @@ async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
         tracing::error!(error = %e, "cannot check the job against the config; it will come back");
         return shared.retry_later(&msg).await;
     }
-    if !shared.running.lock().unwrap().insert(job.job_id.clone()) {
+    let Some(_running) = Running::claim(&shared.running, &job.job_id) else {
         tracing::info!("this worker is already running the job; the duplicate comes back later");
         return shared.hand_back(&msg, 1).await;
-    }
+    };
     run_claimed(&shared, &msg, &job).await;
-    shared.running.lock().unwrap().remove(&job.job_id);
+}
+
+/// A job id in the worker's running set for as long as it lives — also when the job panics:
+/// the unwinding drops it (with the job's slot and its message's lease, so the message comes
+/// back after its visibility timeout), and a later delivery is not refused as a duplicate.
+struct Running<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    job_id: String,
+}
+
+impl<'a> Running<'a> {
+    /// Claims `job_id` in `set`; `None` when it is running already.
+    fn claim(
+        set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+        job_id: &str,
+    ) -> Option<Running<'a>> {
+        let fresh = set.lock().unwrap().insert(job_id.to_string());
+        fresh.then(|| Running {
+            set,
+            job_id: job_id.to_string(),
+        })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        // A panic elsewhere may have poisoned the lock; the set is still sound.
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.job_id);
+    }
 }
 
 async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
-    let attempt = match shared.ledger.start_job(job, &shared.opts.worker_id).await {
+    let attempt = match shared.ledger.start_job(job).await {
         Ok(Start::Go(n)) => n,
         Ok(Start::AlreadyDone(ended)) if ended.state == JobState::Dead => {
             // Recorded dead, but whether it reached the dead-letter queue is unknown (the send
@@ -103,7 +132,7 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         }
         Ok(Start::AlreadyDone(ended)) => {
             tracing::info!(state = %ended.state, "job already ended; duplicate delivery acknowledged");
-            return shared.delete(msg).await;
+            return shared.delete(msg);
         }
         Err(e) => {
             tracing::error!(error = %e, "ledger unavailable; the message will come back");
@@ -114,19 +143,21 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
     let current = shared.config.current();
     let planned = job.planned(attempt > 1);
     let run = current.engine.run(&planned, false);
+    let mut lease = shared.held.hold(&msg.receipt);
     let outcome = tokio::select! {
         outcome = with_deadline(run, shared.opts.job_deadline) => Attempt::Ran(outcome),
-        _ = shared.heartbeat(msg) => Attempt::LeaseLost,
+        never = shared.mark_running_later(job, attempt) => match never {},
+        e = lease.lost() => Attempt::LeaseLost(e),
         _ = shared.aborted() => Attempt::Released,
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let worker = &shared.opts.worker_id;
     let outcome = match outcome {
         Attempt::Ran(o) => o,
-        Attempt::LeaseLost => {
+        Attempt::LeaseLost(e) => {
             // Another receive holds the message now (or it is gone): that delivery records
             // the job; this one stops copying and touches neither the ledger nor the message.
-            tracing::warn!("lease lost: the message is no longer this worker's; copy stopped");
+            tracing::warn!(error = %e, "lease lost: the message is no longer this worker's; copy stopped");
             return;
         }
         Attempt::Released => {
@@ -147,6 +178,9 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         JobOutcome::Copied { .. } => JobState::Succeeded,
         JobOutcome::UpToDate | JobOutcome::WouldCopy => JobState::Skipped,
         JobOutcome::Superseded(_) => JobState::Superseded,
+        // No retry or replay can copy over an immutable tag: recorded, and kept out of the
+        // dead-letter queue (and its alarm).
+        JobOutcome::Failed(e) if e.class == ErrorClass::ImmutableTag => JobState::Conflict,
         // A setup problem (a registry client that cannot be made) is the deployment's, not
         // the job's: it comes back later instead of being dead-lettered.
         JobOutcome::Failed(e)
@@ -191,6 +225,12 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
             recorded,
             "job superseded: the source tag moved on; not copied"
         ),
+        JobState::Conflict => tracing::warn!(
+            reason,
+            attempt,
+            recorded,
+            "immutable tag conflict: the destination tag holds another image; not copied, not dead-lettered"
+        ),
         JobState::Failed => tracing::warn!(
             error_class = class,
             reason,
@@ -211,7 +251,7 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
                 .dead_letter(msg, &job.to_json(), e.class, &e.reason)
                 .await
         }
-        _ => shared.delete(msg).await,
+        _ => shared.delete(msg),
     }
 }
 
@@ -229,10 +269,25 @@ async fn with_deadline(
 }
 
 impl Worker {
-    async fn delete(&self, msg: &Received) {
-        if let Err(e) = self.queue.delete(&msg.receipt).await {
-            tracing::error!(error = %e, "could not delete the message; it will come back and be acknowledged as a duplicate");
+    /// Marks the job `running` once it has run for a heartbeat interval (a short job then
+    /// costs one ledger write, its finish), then waits forever.
+    async fn mark_running_later(&self, job: &JobMessage, attempt: u64) -> std::convert::Infallible {
+        tokio::time::sleep(self.heartbeat_every()).await;
+        match self
+            .ledger
+            .mark_running(job, &self.opts.worker_id, attempt)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("the job ended meanwhile (another delivery finished it)"),
+            Err(e) => tracing::warn!(error = %e, "could not mark the job running"),
         }
+        std::future::pending().await
+    }
+
+    /// Acknowledges the message: it is deleted with the next batch (see [`super::held`]).
+    fn delete(&self, msg: &Received) {
+        self.deletes.push(&msg.receipt);
     }
 
     /// Lets this very message come back after a delay that grows with `receive_count`. Each
@@ -270,7 +325,7 @@ impl Worker {
             .send_delayed(&msg.body, &attrs, delay.as_secs() as u32)
             .await
         {
-            Ok(_) => self.delete(msg).await,
+            Ok(_) => self.delete(msg),
             Err(e) => {
                 tracing::warn!(error = %e, "could not send the retry; handing the message back instead");
                 self.hand_back(msg, msg.receive_count).await
@@ -313,7 +368,7 @@ impl Worker {
             )
             .await
         {
-            Ok(_) => self.delete(msg).await,
+            Ok(_) => self.delete(msg),
             Err(e) => {
                 tracing::error!(error = %e, "could not dead-letter the message; it will come back");
                 self.hand_back(msg, msg.receive_count).await
@@ -336,16 +391,16 @@ impl Worker {
             jobs = jobs.len(),
             "push event covered by several config entries; their jobs are queued"
         );
-        self.delete(msg).await
+        self.delete(msg)
     }
 
     /// Records a rejected job `dead` when the ledger planned it (a config change since): its
-    /// run then tells the truth. A forged job has no item and gets none.
+    /// run then tells the truth. A forged job has no record and gets none.
     async fn reject(&self, job: &JobMessage) {
-        let planned = match self.ledger.job(&job.run_id, &job.job_id).await {
-            Ok(item) => item.is_some_and(|j| !j.state.is_final()),
+        let planned = match self.ledger.planned(job).await {
+            Ok(planned) => planned,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the rejected job's ledger item");
+                tracing::warn!(error = %e, "could not read whether the ledger planned the rejected job");
                 false
             }
         };
@@ -364,27 +419,6 @@ impl Worker {
             .await
         {
             tracing::warn!(error = %e, "could not record the rejected job");
-        }
-    }
-
-    /// Keeps the message invisible while its job runs. Returns only when SQS says the message
-    /// is no longer ours (its lease is lost); other failures are retried at the next beat.
-    async fn heartbeat(&self, msg: &Received) {
-        let every = Duration::from_secs((self.opts.visibility_seconds / 3).max(1) as u64);
-        loop {
-            tokio::time::sleep(every).await;
-            match self
-                .queue
-                .set_visibility(&msg.receipt, self.opts.visibility_seconds as i32)
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.lease_lost() => {
-                    tracing::warn!(error = %e, "heartbeat: the message is no longer ours");
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-            }
         }
     }
 }
@@ -406,4 +440,29 @@ fn retrying_since(msg: &Received) -> Option<u64> {
 
 fn unix_now() -> u64 {
     crate::time::unix_seconds(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Running;
+
+    #[test]
+    fn a_job_that_panics_leaves_the_running_set_so_its_next_delivery_runs() {
+        let set = std::sync::Mutex::new(std::collections::HashSet::new());
+        let first = Running::claim(&set, "job-1").expect("not running yet");
+        assert!(
+            Running::claim(&set, "job-1").is_none(),
+            "a second delivery waits"
+        );
+        drop(first);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _running = Running::claim(&set, "job-1").expect("free again");
+            panic!("a bug in a job");
+        }));
+        assert!(panicked.is_err());
+        assert!(
+            Running::claim(&set, "job-1").is_some(),
+            "the panicked job's id was released"
+        );
+    }
 }

@@ -15,6 +15,7 @@
 
 mod context;
 mod handle;
+mod held;
 
 pub use context::{event_run_id, ConfigVersion, CurrentConfig};
 
@@ -30,6 +31,10 @@ use tokio::task::JoinSet;
 /// Default seconds a received message stays invisible between heartbeats. Short, so the job of
 /// a worker that died comes back within a minute; heartbeats every third of it keep live jobs.
 pub const DEFAULT_VISIBILITY_SECONDS: u32 = 60;
+/// Longest a worker with free job slots waits for a full batch of them (ten, or its
+/// concurrency) before it receives: under load a receive then brings ten messages, about 0.1
+/// requests per job; with long jobs it costs a slot at most this long per receive.
+pub const RECEIVE_LINGER: Duration = Duration::from_millis(500);
 /// Default longest job (matches the module's `worker_job_deadline_seconds`).
 pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(900);
 /// Default drain deadline after SIGTERM: below ECS's default stop timeout of 120 s, leaving time
@@ -158,6 +163,10 @@ pub(crate) struct Worker {
     /// Jobs running in this process: a second delivery of one of them waits its turn instead
     /// of copying the same image twice at once.
     running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The messages whose jobs run here, kept invisible by one batched heartbeat.
+    held: held::Held,
+    /// Finished messages, deleted in batches.
+    deletes: held::Deletes,
     /// The push-event run this process has already recorded: one ledger write per day, not
     /// one per event.
     event_run: std::sync::Mutex<Option<String>>,
@@ -175,6 +184,11 @@ impl Worker {
             .await?;
         *self.event_run.lock().unwrap() = Some(run_id.to_string());
         Ok(())
+    }
+
+    /// How often held messages are extended: a third of their visibility timeout.
+    fn heartbeat_every(&self) -> Duration {
+        Duration::from_secs((self.opts.visibility_seconds / 3).max(1) as u64)
     }
 
     /// Resolves once the drain deadline has passed.
@@ -216,12 +230,32 @@ pub async fn run(
         max_receive_count,
         abort,
         running: Default::default(),
+        held: Default::default(),
+        deletes: Default::default(),
         event_run: Default::default(),
     });
+    let bookkeeping = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let every = shared.heartbeat_every();
+            let visibility = shared.opts.visibility_seconds as i32;
+            tokio::join!(
+                shared.held.heartbeat(&shared.queue, every, visibility),
+                shared.deletes.run(&shared.queue),
+            );
+        })
+    };
     let permits = Arc::new(Semaphore::new(limit));
     let mut tasks = JoinSet::new();
     let mut stats = WorkerStats::default();
     tokio::pin!(shutdown);
+    let (stop_sharing, sharing) = watch::channel(false);
+    let sharer = tokio::spawn(super::budget::share(
+        shared.ledger.clone(),
+        shared.config.budgets.clone(),
+        shared.opts.worker_id.clone(),
+        sharing,
+    ));
     let refresh = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -248,6 +282,16 @@ pub async fn run(
             p = permits.clone().acquire_owned() => p.expect("never closed"),
         };
         while tasks.try_join_next().is_some() {}
+        // Under load, wait a moment for a full batch of free slots: one receive then brings
+        // ten jobs instead of one or two (see `RECEIVE_LINGER`).
+        let batch = limit.min(SQS_BATCH);
+        if permits.available_permits() + 1 < batch {
+            let more = permits.clone().acquire_many_owned(batch as u32 - 1);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::timeout(RECEIVE_LINGER, more) => {}
+            }
+        }
         let room = (permits.available_permits() + 1).min(SQS_BATCH);
         let mut receive = Box::pin({
             let shared = shared.clone();
@@ -335,6 +379,10 @@ pub async fn run(
         let _ = abort_tx.send(true);
         while tasks.join_next().await.is_some() {}
     }
+    bookkeeping.abort();
+    let _ = stop_sharing.send(true);
+    let _ = sharer.await;
+    shared.deletes.flush(&shared.queue).await;
     tracing::info!(
         received = stats.received,
         released = stats.released,
