@@ -45,7 +45,7 @@ locals {
     "ecr:PutImage",
     "ecr:UploadLayerPart",
   ]
-  # Only in create mode may the worker create destination repositories.
+  # Only in create mode may the planner and the worker create destination repositories.
   ecr_create_actions = var.config.mode == "create" ? ["ecr:CreateRepository", "ecr:TagResource"] : []
 
   ledger_actions = [
@@ -191,6 +191,25 @@ data "aws_iam_policy_document" "planner" {
     }
   }
 
+  # In create mode the planner creates missing destination repositories before it lists them.
+  dynamic "statement" {
+    for_each = length(local.ecr_create_actions) > 0 && length(local.destination_repo_arns) > 0 ? [1] : []
+    content {
+      sid       = "CreateDestinations"
+      actions   = local.ecr_create_actions
+      resources = local.destination_repo_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.ecr_create_actions) > 0 && local.repo_kms_key_arn != null ? [local.repo_kms_key_arn] : []
+    content {
+      sid       = "RepositoryKey" # ECR creates grants on it for KMS-encrypted repositories
+      actions   = ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:GenerateDataKey*", "kms:RetireGrant"]
+      resources = [statement.value]
+    }
+  }
+
   statement {
     sid       = "Enqueue"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
@@ -237,8 +256,11 @@ data "aws_iam_policy_document" "worker" {
   }
 
   statement {
-    sid       = "ConsumeJobs"
-    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+    sid = "ConsumeJobs"
+    # SendMessage: a job that failed transiently comes back as a fresh delayed copy, and a push
+    # event covered by several config entries is fanned out as job messages. The batch calls
+    # (DeleteMessageBatch, ChangeMessageVisibilityBatch) are authorized by the single actions.
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [aws_sqs_queue.jobs.arn]
   }
 

@@ -53,6 +53,8 @@ variable "config" {
       username_env = optional(string)
       password_env = optional(string)
       ecr_auth     = optional(bool)
+      # Manifest PUTs per second all writers share (ECR: the PutImage quota; default 10 for ECR hosts, 0 = none).
+      manifest_puts_per_second = optional(number)
     })), {})
     concurrency = optional(object({
       jobs  = optional(number)

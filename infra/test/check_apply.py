@@ -234,34 +234,39 @@ def worker_service():
     return None if svc["desiredCount"] == 0 else f"desiredCount {svc['desiredCount']} (want min_workers 0)"
 
 
+def role_statements(role_output, policy):
+    """The statements of inline policy `policy` of the role named by output `role_output`."""
+    role = out[role_output].rsplit("/", 1)[1]
+    doc = client("iam").get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    return doc["Statement"]
+
+
+def as_list(v):
+    """A policy field that may be one string or a list, as a list."""
+    return v if isinstance(v, list) else [v]
+
+
 def task_secrets():
     for arn in (out["planner_task_definition_arn"], out["worker_task_definition_arn"]):
         _, c = container(arn)
         names = [x["name"] for x in c.get("secrets", [])]
         if names != ["REGISTRY_PASSWORD"]:
             return f"{arn}: secrets {names}"
-    iam = client("iam")
-    role = out["execution_role_arn"].rsplit("/", 1)[1]
-    doc = iam.get_role_policy(RoleName=role, PolicyName="execution")["PolicyDocument"]
-    doc = json.loads(doc) if isinstance(doc, str) else doc
-    for st in doc["Statement"]:
+    for st in role_statements("execution_role_arn", "execution"):
         if st.get("Sid") == "ReadTaskSecrets":
             want = "arn:aws:secretsmanager:us-east-1:123456789012:secret:registry-AbCdEf"
-            res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            res = as_list(st["Resource"])
             return None if res == [want] else f"ReadTaskSecrets resources {res}"
     return "execution role cannot read the task secret"
 
 
 def worker_iam_scoped():
-    iam = client("iam")
-    role = out["worker_task_role_arn"].rsplit("/", 1)[1]
-    doc = iam.get_role_policy(RoleName=role, PolicyName="worker")["PolicyDocument"]
-    doc = json.loads(doc) if isinstance(doc, str) else doc
-    by_sid = {st.get("Sid"): st for st in doc["Statement"]}
+    statements = role_statements("worker_task_role_arn", "worker")
+    by_sid = {st.get("Sid"): st for st in statements}
 
     def resources(sid):
-        r = by_sid[sid]["Resource"]
-        return sorted(r if isinstance(r, list) else [r])
+        return sorted(as_list(by_sid[sid]["Resource"]))
 
     want_src = sorted(
         f"arn:aws:ecr:us-east-1:111122223333:repository/{n}" for n in ("my-app/backend", "gadgets/ui")
@@ -275,11 +280,44 @@ def worker_iam_scoped():
         return f"PushDestinations on {resources('PushDestinations')}"
     if "ecr:CreateRepository" not in by_sid["PushDestinations"]["Action"]:
         return "create mode but no ecr:CreateRepository"
-    wild = [st.get("Sid") for st in doc["Statement"] if st["Resource"] == "*" and st.get("Sid") != "EcrAuth"]
+    wild = [st.get("Sid") for st in statements if st["Resource"] == "*" and st.get("Sid") != "EcrAuth"]
     return f"statements on '*': {wild}" if wild else None
 
 
 check("worker IAM: pull only on the source repos, push/create only on the destinations", worker_iam_scoped)
+
+
+def worker_iam_covers_its_queue_calls():
+    # Every SQS call the worker makes on the jobs queue (moto does not enforce IAM, so a
+    # missing action would only show on AWS): receive, batched deletes and heartbeats, resends
+    # of retried jobs and fanned-out push events.
+    allowed = set()
+    for st in role_statements("worker_task_role_arn", "worker"):
+        if out["jobs_queue_arn"] in as_list(st["Resource"]):
+            allowed.update(as_list(st["Action"]))
+    needed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"}
+    missing = sorted(needed - allowed)
+    return f"worker may not call {missing} on the jobs queue" if missing else None
+
+
+check("worker IAM covers every call it makes on the jobs queue", worker_iam_covers_its_queue_calls)
+
+
+def planner_iam_creates_in_create_mode():
+    # `plan` creates missing destination repositories in create mode (moto does not enforce
+    # IAM, so without this check a missing action would only show on AWS).
+    by_sid = {st.get("Sid"): st for st in role_statements("planner_task_role_arn", "planner")}
+    create = by_sid.get("CreateDestinations")
+    if not create or "ecr:CreateRepository" not in create["Action"]:
+        return "create mode but the planner may not ecr:CreateRepository"
+    res = as_list(create["Resource"])
+    want = sorted(
+        f"arn:aws:ecr:us-east-1:123456789012:repository/{n}" for n in ("my-app/backend", "my-team/ui-gadgets")
+    )
+    return None if sorted(res) == want else f"CreateDestinations on {sorted(res)}"
+
+
+check("planner IAM: create mode may create the destination repositories, and only those", planner_iam_creates_in_create_mode)
 check("task definitions: planner runs `ecr-sync plan`, worker `ecr-sync-worker`, same image", task_commands)
 check("task definitions set exactly the env names in test/env-names.txt", task_env_names)
 check("worker env values point at the created queue, DLQ, table and config", task_env_values)

@@ -5,9 +5,15 @@
     fleet.py tags REGISTRY REPO...                  REPO:TAG per line, every tag of each repository
     fleet.py digests REGISTRY REF...                REF DIGEST per line (HEAD manifest; `-` when absent)
     fleet.py queue-depths OUTPUTS_JSON              visible + in-flight messages: jobs queue, then DLQ
+    fleet.py harness-user NAME                      an IAM user allowed everything; its key, NAME=VALUE
+    fleet.py assume ROLE_ARN SESSION                sts:AssumeRole; the session's key, NAME=VALUE
+    fleet.py expect-denied OUTPUTS_JSON PLANNER_CREDS WORKER_CREDS
+                                                    calls the roles must not make are refused
 
 OUTPUTS_JSON is `terraform output -json` of test/apply; AWS calls go to
-AWS_ENDPOINT_URL (moto, set by run.sh). REGISTRY is host:port, plain HTTP.
+AWS_ENDPOINT_URL (moto, set by run.sh) with the credentials in the environment,
+or those of a CREDS file (NAME=VALUE lines, as `assume` prints them).
+REGISTRY is host:port, plain HTTP.
 """
 
 import json
@@ -31,10 +37,22 @@ def outputs(path):
         return json.load(f)["module"]["value"]
 
 
-def client(service):
+def client(service, creds=None):
     import boto3
 
-    return boto3.client(service, endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    keys = {}
+    if creds:
+        keys = {
+            "aws_access_key_id": creds["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": creds["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": creds.get("AWS_SESSION_TOKEN"),
+        }
+    return boto3.client(service, endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1", **keys)
+
+
+def read_creds(path):
+    with open(path) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
 
 
 def task_env(out, which):
@@ -90,6 +108,61 @@ def queue_depths(out):
         print(url, n)
 
 
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+def harness_user(name):
+    """The identity of this script's own calls while moto enforces IAM."""
+    iam = client("iam")
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="everything", PolicyDocument=json.dumps(ADMIN_POLICY))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    print(f"AWS_ACCESS_KEY_ID={key['AccessKeyId']}")
+    print(f"AWS_SECRET_ACCESS_KEY={key['SecretAccessKey']}")
+
+
+def assume(role_arn, session):
+    # moto keeps the session's key and, with IAM enforced, authorizes its calls by the role's
+    # policies. The caller is not checked against the role's trust policy here: run.sh assumes
+    # before it turns enforcement on (in AWS, ECS assumes the role for the task).
+    c = client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session)["Credentials"]
+    print(f"AWS_ACCESS_KEY_ID={c['AccessKeyId']}")
+    print(f"AWS_SECRET_ACCESS_KEY={c['SecretAccessKey']}")
+    print(f"AWS_SESSION_TOKEN={c['SessionToken']}")
+
+
+def expect_denied(out, planner_creds, worker_creds):
+    """Each call must be refused: proof that moto checks the roles' actions and resources."""
+    from botocore.exceptions import ClientError
+
+    planner, worker = read_creds(planner_creds), read_creds(worker_creds)
+    dummy = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    bucket, key = out["config_s3_uri"][len("s3://") :].split("/", 1)
+    calls = [
+        ("dummy keys: sqs:GetQueueAttributes", "InvalidClientTokenId",
+         lambda: client("sqs", dummy).get_queue_attributes(QueueUrl=out["jobs_queue_url"])),
+        ("planner: sqs:ReceiveMessage on the jobs queue", "AccessDenied",
+         lambda: client("sqs", planner).receive_message(QueueUrl=out["jobs_queue_url"], WaitTimeSeconds=0)),
+        ("planner: dynamodb:GetItem on a table other than the ledger", "AccessDenied",
+         lambda: client("dynamodb", planner).get_item(TableName="not-the-ledger", Key={"pk": {"S": "x"}})),
+        ("worker: s3:PutObject on the config object", "AccessDenied",
+         lambda: client("s3", worker).put_object(Bucket=bucket, Key=key, Body=b"{}")),
+    ]
+    bad = 0
+    for name, want, call in calls:
+        try:
+            call()
+            print(f"{name}: allowed (want {want})")
+            bad += 1
+        except ClientError as e:
+            # moto answers IAM errors as XML, which the JSON protocols do not parse: look in the message.
+            got = e.response["Error"].get("Code", "")
+            ok = e.response["ResponseMetadata"]["HTTPStatusCode"] == 403 and want in f"{got} {e}"
+            print(f"{name}: {'refused' if ok else 'unexpected error'} ({got or e})"[:300])
+            bad += not ok
+    sys.exit(1 if bad else 0)
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "task-env":
@@ -102,6 +175,12 @@ def main(argv):
         digests(args[0], args[1:])
     elif cmd == "queue-depths":
         queue_depths(outputs(args[0]))
+    elif cmd == "harness-user":
+        harness_user(args[0])
+    elif cmd == "assume":
+        assume(args[0], args[1])
+    elif cmd == "expect-denied":
+        expect_denied(outputs(args[0]), args[1], args[2])
     else:
         sys.exit(f"unknown command {cmd}\n{__doc__}")
 

@@ -4,8 +4,9 @@
 #   fmt → init + validate (module, examples, test root) → env-names (against
 #   main.tf and the binaries' --help) → checkov → moto (127.0.0.1) → apply test
 #   + checks → planner validates the applied config → fleet test (planner and
-#   worker with the task definitions' environment, on the applied queue, DLQ,
-#   table and config object, copying between two local registries)
+#   worker with the task definitions' environment, under the module's planner
+#   and worker task roles with moto's IAM enforcement on, on the applied queue,
+#   DLQ, table and config object, copying between two local registries)
 #   → config-type test (plan of the seed's tfvars) → destroy
 #
 # Needs: terraform on PATH, python3, network to PyPI on first run; for the
@@ -34,6 +35,7 @@ note() { echo "---- $*"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ecr-sync-infra.XXXXXX")
 MOTO_PID=""
+MOTO_IAM=off # moto's IAM enforcement (on only for the fleet test; see moto_iam)
 TF_PID="" # a terraform apply/destroy running in the background
 BIN_PID="" # a planner/worker run of the fleet test, in the background
 REG_PIDS=() # the fleet test's docker-registry processes
@@ -83,6 +85,7 @@ finish() {
     stop_pid "$BIN_PID"
   fi
   stop_registries
+  [ "$MOTO_IAM" = on ] && moto_iam off
   if [ "$APPLIED" = 1 ]; then
     note "cleanup: destroying the apply test after an early exit"
     (cd "$INFRA/test/apply" && TF_DATA_DIR="$WORK/tf/apply" timeout "$TF_TIMEOUT" \
@@ -263,7 +266,9 @@ check "checkov: no failed checks (skips are inline and justified)" checkov_clean
 ################################################################################
 
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
+# moto_server, with DynamoDB and GetQueueUrl calls authorized against their table or queue
+# and IAM denials logged (see moto_strict.py); enforcement itself starts off.
+"$PY" "$INFRA/test/moto_strict.py" -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
 MOTO_URL="http://127.0.0.1:$PORT"
 note "moto: pid $MOTO_PID at $MOTO_URL"
@@ -285,6 +290,18 @@ moto_up() {
   return 1
 }
 check "moto server answers" moto_up
+
+# moto_iam on|off — moto's IAM enforcement: every later request is authenticated and
+# authorized by the caller's IAM policies (`INITIAL_NO_AUTH_ACTION_COUNT` 0), or none is
+# (inf, moto's default: terraform and the checks use dummy keys no IAM user owns). Set at
+# run time: the env var at start counts every request, terraform's included, before it bites.
+moto_iam() {
+  local count=inf
+  [ "$1" = on ] && count=0
+  # text/plain: moto reads the count from the raw body, which a form content type empties.
+  curl -fsS -X POST -H 'Content-Type: text/plain' --data "$count" "$MOTO_URL/moto-api/reset-auth" >/dev/null &&
+    MOTO_IAM=$1
+}
 
 ################################################################################
 # Apply test
@@ -436,15 +453,64 @@ run_bounded() {
 
 # task_cmd planner|worker — sets TASK_CMD=(env -i NAME=VALUE...): the binaries
 # see only their task definition's environment plus what ECS and the task role
-# would give them, a region and credentials (here: moto's endpoint and dummy
-# keys). A simple command, so `"${TASK_CMD[@]}" BIN &` leaves $! = the binary.
-MOTO_ENV=(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
-  AWS_EC2_METADATA_DISABLED=true "AWS_ENDPOINT_URL=$MOTO_URL")
+# would give them, a region and credentials (here: moto's endpoint and a session
+# of the module's planner or worker task role, see fleet_iam). A simple
+# command, so `"${TASK_CMD[@]}" BIN &` leaves $! = the binary.
+MOTO_ENV=(AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true "AWS_ENDPOINT_URL=$MOTO_URL")
 TASK_CMD=()
 task_cmd() {
-  local vars
+  local vars creds
   mapfile -t vars <"$WORK/task-env.$1"
-  TASK_CMD=(env -i "PATH=$PATH" "HOME=$WORK/home" "${MOTO_ENV[@]}" "${vars[@]}")
+  mapfile -t creds <"$WORK/creds.$1"
+  TASK_CMD=(env -i "PATH=$PATH" "HOME=$WORK/home" "${MOTO_ENV[@]}" "${creds[@]}" "${vars[@]}")
+}
+
+# The binaries run under the module's roles with moto enforcing IAM: a permission
+# missing from infra/iam.tf is refused as it would be in AWS. moto checks a role
+# session's calls against the role's policies (actions, and resources as
+# moto_strict.py names them; not conditions). The sessions are made before
+# enforcement starts: the roles trust only ecs-tasks.amazonaws.com, which no
+# caller here is (and moto answers AssumeRole on a Service-principal trust policy
+# with a 500 when it checks it). This script's own calls (config upload, queue
+# depths) use an IAM user allowed everything.
+fleet_iam() {
+  local which arn
+  "$PY" "$INFRA/test/fleet.py" harness-user ecr-sync-infra-test >"$WORK/creds.harness" || return 1
+  for which in planner worker; do
+    arn=$(json_get "$WORK/outputs.json" "j['module']['value']['${which}_task_role_arn']") || return 1
+    "$PY" "$INFRA/test/fleet.py" assume "$arn" "$which-task" >"$WORK/creds.$which" || return 1
+    echo "$which: session $which-task of $arn"
+  done
+  moto_iam on || return 1
+  local line
+  while read -r line; do export "${line?}"; done <"$WORK/creds.harness"
+  echo "moto IAM enforcement on; this script's calls as IAM user ecr-sync-infra-test"
+}
+
+# moto_strict.py logs each call moto's IAM check refuses. DENIALS_MARK counts those
+# before the binaries run: every later one is a task role lacking a permission
+# (even one a binary tolerated would fail in AWS).
+DENIALS_MARK=0
+denials() { grep '^moto IAM denied: ' "$WORK/moto.log"; }
+denials_since_mark() { denials | tail -n +$((DENIALS_MARK + 1)); }
+# show_denials — after a failed step: which permissions the roles lacked.
+show_denials() {
+  local found
+  found=$(denials_since_mark)
+  [ -n "$found" ] || return 0
+  echo "moto refused these calls of the task roles (infra/iam.tf lacks the permission):"
+  sed 's/^moto IAM denied: /  /' <<<"$found"
+}
+
+fleet_iam_enforced() {
+  "$PY" "$INFRA/test/fleet.py" expect-denied "$WORK/outputs.json" "$WORK/creds.planner" "$WORK/creds.worker"
+  local rc=$?
+  DENIALS_MARK=$(denials | wc -l)
+  return $rc
+}
+
+fleet_no_denials() {
+  [ -z "$(denials_since_mark)" ] || { show_denials; return 1; }
 }
 
 json_get() { # json_get FILE PYTHON-EXPR-ON-j
@@ -499,14 +565,14 @@ fleet_config() {
   "$PY" "$INFRA/test/fleet.py" put-config "$WORK/outputs.json" "$REG_SRC" "$REG_DST" "${FLEET_REPOS[@]}" || return 1
   # The planner reads it back through ECR_SYNC_CONFIG, as the tasks do.
   task_cmd planner
-  "${TASK_CMD[@]}" "$PLANNER" validate
+  "${TASK_CMD[@]}" "$PLANNER" validate || { show_denials; return 1; }
 }
 
 RUN_ID=""
 fleet_plan() {
   task_cmd planner
   run_bounded 120 "$WORK/plan.json" "$WORK/plan.err" "${TASK_CMD[@]}" "$PLANNER" plan --json ||
-    { cat "$WORK/plan.json"; tail -20 "$WORK/plan.err"; return 1; }
+    { cat "$WORK/plan.json"; tail -20 "$WORK/plan.err"; show_denials; return 1; }
   cat "$WORK/plan.json"
   RUN_ID=$(json_get "$WORK/plan.json" 'j["run_id"]') || return 1
   local planned
@@ -521,7 +587,7 @@ fleet_worker() {
     "${TASK_CMD[@]}" "$WORKER" --exit-when-idle 3 --wait-seconds 1
   local rc=$?
   echo "worker exit code $rc (want 0)"
-  [ "$rc" = 0 ] || { tail -30 "$WORK/worker.err"; return 1; }
+  [ "$rc" = 0 ] || { tail -30 "$WORK/worker.err"; show_denials; return 1; }
 }
 
 fleet_digests() {
@@ -536,7 +602,8 @@ fleet_digests() {
 
 fleet_status() {
   task_cmd planner
-  "${TASK_CMD[@]}" "$PLANNER" status "$RUN_ID" --json >"$WORK/status.json" || { cat "$WORK/status.json"; return 1; }
+  "${TASK_CMD[@]}" "$PLANNER" status "$RUN_ID" --json >"$WORK/status.json" ||
+    { cat "$WORK/status.json"; show_denials; return 1; }
   json_get "$WORK/status.json" '{k: j[k] for k in ("states", "bytes", "failed")}'
   [ "$(json_get "$WORK/status.json" 'j["states"].get("succeeded")')" = "$FLEET_N" ] &&
     [ "$(json_get "$WORK/status.json" 'sum(j["states"].values())')" = "$FLEET_N" ] &&
@@ -551,7 +618,7 @@ fleet_queues_empty() {
 fleet_plan_again() {
   task_cmd planner
   run_bounded 120 "$WORK/plan2.json" "$WORK/plan2.err" "${TASK_CMD[@]}" "$PLANNER" plan --json ||
-    { cat "$WORK/plan2.json"; tail -20 "$WORK/plan2.err"; return 1; }
+    { cat "$WORK/plan2.json"; tail -20 "$WORK/plan2.err"; show_denials; return 1; }
   cat "$WORK/plan2.json"
   [ "$(json_get "$WORK/plan2.json" 'j["planned"]')" = 0 ] &&
     [ "$(json_get "$WORK/plan2.json" 'j["up_to_date"]')" = "$FLEET_N" ]
@@ -571,15 +638,24 @@ else
   if check "fleet: source docker-registry on 127.0.0.1" start_registry SRC &&
     check "fleet: destination docker-registry on 127.0.0.1" start_registry DST &&
     check "fleet: testkit seeds 7 tags into the source registry" fleet_seed &&
-    check "fleet: config for the local registries at config_s3_uri; planner validates it from S3" fleet_config &&
-    check "fleet: planner \`plan\` (planner task env) queues one job per seeded tag" fleet_plan; then
-    check "fleet: worker (worker task env) exits 0 once the queue is idle" fleet_worker
+    check "fleet: sessions of the module's planner and worker task roles; moto IAM enforcement on" fleet_iam &&
+    check "fleet: moto refuses dummy keys, planner receiving jobs or reading another table, worker writing the config" \
+      fleet_iam_enforced &&
+    check "fleet: config for the local registries at config_s3_uri; planner (task role) validates it from S3" fleet_config &&
+    check "fleet: planner \`plan\` (planner task env and role) queues one job per seeded tag" fleet_plan; then
+    check "fleet: worker (worker task env and role) exits 0 once the queue is idle" fleet_worker
     check "fleet: every seeded tag is in the destination with the source digest" fleet_digests
     check "fleet: planner \`status RUN\` reports every job succeeded in the ledger table" fleet_status
     check "fleet: jobs queue and DLQ are empty" fleet_queues_empty
     check "fleet: planning again finds every tag up to date" fleet_plan_again
+    check "fleet: moto's IAM check refused no call of the planner or worker task roles" fleet_no_denials
   fi
   stop_registries
+  # Back to no enforcement and the dummy keys for the terraform runs below.
+  if [ "$MOTO_IAM" = on ]; then
+    moto_iam off || fail "moto IAM enforcement off again"
+  fi
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 fi
 
 ################################################################################

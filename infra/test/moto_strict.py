@@ -1,0 +1,94 @@
+"""moto_server, with an IAM check that matches AWS for the calls the fleet test makes.
+
+    moto_strict.py -H 127.0.0.1 -p PORT      the same arguments as moto_server
+
+run.sh's fleet test runs the planner and the worker under the module's task roles with
+moto's IAM enforcement on (POST /moto-api/reset-auth). moto checks a call's action against
+the caller's identity policies, matching each statement's Resource against the ARN the
+service's handler names. moto 5 names one for SQS (the queue of QueueUrl), S3 (bucket or
+bucket/key), IAM role calls and sts:AssumeRole (the role), and `*` for every other call,
+which no statement scoped to an ARN matches: under the module's least-privilege policies
+every DynamoDB call and every GetQueueUrl would be refused, though AWS allows them. This
+stand-in makes three changes, each toward what AWS does, none that allows more:
+
+- DynamoDB calls are checked against the table of TableName (`table/NAME/index/INDEX` with
+  IndexName), a batch call on one table against that table, anything else against `*`.
+- SQS GetQueueUrl is checked against the queue named by QueueName (and QueueOwnerAWSAccountId).
+- SQS batch calls are checked as their single action (SendMessageBatch as sqs:SendMessage):
+  IAM has no sqs:SendMessageBatch, but moto asks for it.
+
+Every refusal is also logged to stderr as `moto IAM denied: PRINCIPAL ACTION on RESOURCE`, so
+run.sh can name the permission a role lacked: moto answers it with IAM's XML error, which
+the SDKs cannot parse on JSON-protocol services (the binaries only see "unhandled error").
+
+Still not evaluated: conditions (moto treats an identity policy's conditions as met),
+resource-based policies (only a bucket policy's Deny, on object calls), session expiry.
+"""
+
+import sys
+
+from moto.dynamodb.responses import DynamoHandler
+from moto.iam.access_control import IAMRequestBase
+from moto.sqs.responses import SQSResponse
+from moto.utilities.utils import get_partition
+
+
+def dynamodb_resource(self):
+    def table_arn(name):
+        if name.startswith("arn:"):
+            return name
+        return f"arn:{get_partition(self.region)}:dynamodb:{self.region}:{self.current_account}:table/{name}"
+
+    name = self._get_param("TableName")
+    if name:
+        index = self._get_param("IndexName")
+        return table_arn(name) + (f"/index/{index}" if index else "")
+    tables = list(self._get_param("RequestItems") or {})
+    if len(tables) == 1:
+        return table_arn(tables[0])
+    return "*"
+
+
+sqs_queue_resource = SQSResponse._determine_resource
+
+
+def sqs_resource(self):
+    if self._get_action() == "GetQueueUrl":
+        name = self._get_param("QueueName")
+        account = self._get_param("QueueOwnerAWSAccountId") or self.current_account
+        return f"arn:{get_partition(self.region)}:sqs:{self.region}:{account}:{name}"
+    return sqs_queue_resource(self)
+
+
+check_action_permitted = IAMRequestBase.check_action_permitted
+
+# "You cannot set permissions explicitly for SendMessageBatch, DeleteMessageBatch, or
+# ChangeMessageVisibilityBatch" (SQS Developer Guide, "Amazon SQS batch actions").
+SQS_BATCH_ACTIONS = {
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
+
+
+def check_and_log(self, resource):
+    self._action = SQS_BATCH_ACTIONS.get(self._action, self._action)
+    try:
+        check_action_permitted(self, resource)
+    except Exception:
+        who = self._access_key.arn
+        print(f"moto IAM denied: {who} {self._action} on {resource}", file=sys.stderr, flush=True)
+        raise
+
+
+# moto's BaseResponse.call_action authorizes against `_determine_resource()` when a handler
+# has one. Stop if a moto release gives DynamoDB its own: compare it with this one first.
+assert not hasattr(DynamoHandler, "_determine_resource"), "moto's DynamoHandler names resources now"
+DynamoHandler._determine_resource = dynamodb_resource
+SQSResponse._determine_resource = sqs_resource
+IAMRequestBase.check_action_permitted = check_and_log
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    sys.exit(main())
