@@ -308,9 +308,9 @@ variable "scale_in_after_minutes" {
 ################################################################################
 
 variable "max_receive_count" {
-  description = "Receives of one message before SQS moves it to the DLQ: catches jobs that crash or stall workers (transient failures are retried as fresh delayed messages until the worker's give-up window of 3 h)."
+  description = "Receives of one message before SQS moves it to the DLQ: catches jobs that crash or stall workers (transient failures are retried as fresh delayed messages until the worker's give-up window of 3 h, so they use no receives). Receives a worker never acknowledges (it died holding the message, a receive answer was lost) count too: 10 outlasts a run of those."
   type        = number
-  default     = 5
+  default     = 10
 
   validation {
     condition     = var.max_receive_count >= 1 && var.max_receive_count <= 1000

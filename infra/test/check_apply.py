@@ -102,7 +102,7 @@ sqs = client("sqs")
 def jobs_queue_redrive():
     attrs = sqs.get_queue_attributes(QueueUrl=out["jobs_queue_url"], AttributeNames=["All"])["Attributes"]
     redrive = json.loads(attrs["RedrivePolicy"])
-    if int(redrive["maxReceiveCount"]) != 5:
+    if int(redrive["maxReceiveCount"]) != 10:
         return f"maxReceiveCount {redrive['maxReceiveCount']}"
     if redrive["deadLetterTargetArn"] != out["dlq_arn"]:
         return f"DLQ target {redrive['deadLetterTargetArn']} != {out['dlq_arn']}"
@@ -123,7 +123,7 @@ def jobs_queue_policy():
     return "no statement lets the ECR push rule send"
 
 
-check("jobs queue: redrive to the DLQ with maxReceiveCount 5, visibility 1020 s, KMS", jobs_queue_redrive)
+check("jobs queue: redrive to the DLQ with maxReceiveCount 10, visibility 1020 s, KMS", jobs_queue_redrive)
 check("jobs queue policy lets only the ECR push rule send", jobs_queue_policy)
 
 # --- DynamoDB -----------------------------------------------------------------

@@ -99,7 +99,7 @@ pub struct BootstrapArgs {
     #[arg(long)]
     pub name: String,
     /// Receives before SQS moves a job to the dead-letter queue.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_receive_count: u32,
     /// The jobs queue's visibility timeout in seconds (workers extend it while a job runs).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43200))]

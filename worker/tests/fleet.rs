@@ -228,6 +228,53 @@ async fn a_duplicated_message_records_one_success() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_every_receive_was_lost_is_listed_with_why_and_replays() {
+    // Workers that die holding a message (or receive answers lost on the way) use up its
+    // receives without any worker seeing it: SQS then moves it to the DLQ with no class and no
+    // reason, its job never recorded. `dlq list` says what happened, and replay copies it.
+    let stack = Stack::start(2).await;
+    let p = stack.small_image("lost/app", "v1", 4).await;
+    stack.config_for(&stack.src.host(), &[("lost/app", &["**"])]);
+    let run = stack.plan()["run_id"].as_str().unwrap().to_string();
+    let sqs = stack.sqs().await;
+    let mut received = 0;
+    for _ in 0..20 {
+        // Received with a 1 s visibility and never acknowledged: a worker killed at once.
+        let got = sqs
+            .receive_message()
+            .queue_url(&stack.queue_url)
+            .visibility_timeout(1)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
+        received += got.messages().len();
+        if stack.depth(&stack.dlq_url).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(
+        received, 2,
+        "maxReceiveCount 2: two receives, then the redrive"
+    );
+    assert_eq!(stack.depth(&stack.dlq_url).await, 1);
+    let dead = stack.dlq();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0]["error_class"].is_null(), "{}", dead[0]);
+    let reason = dead[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("maxReceiveCount"), "{}", dead[0]);
+    assert!(reason.contains("no worker acknowledged"), "{}", dead[0]);
+    assert_eq!(stack.status(&run)["states"]["queued"], 1);
+    stack.planner(&["dlq", "replay", "--all"]).ok();
+    let mut w = stack.worker(&["--exit-when-idle", "3"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(stack.dst_digest("lost/app", "v1").await, Some(p.digest));
+    assert_eq!(stack.status(&run)["states"]["succeeded"], 1);
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_job_is_dead_lettered_after_the_give_up_window_and_replays_once_fixed() {
     let stack = Stack::start(2).await;
     let p = stack.small_image("poison/app", "v1", 2).await;

@@ -136,6 +136,9 @@ pub struct DeadLetter {
     pub parse_error: Option<String>,
 }
 
+/// The reason `dlq list` gives a message that carries none: SQS moved it.
+pub const REDRIVEN: &str = "moved by SQS at the jobs queue's maxReceiveCount: no worker acknowledged any of its receives (workers died holding it, or receive answers were lost); replay it";
+
 async fn describe(ledger: &FleetLedger, m: &Received) -> Result<DeadLetter, OpsError> {
     let mut d = DeadLetter {
         message_id: m.message_id.clone(),
@@ -180,6 +183,10 @@ async fn describe(ledger: &FleetLedger, m: &Received) -> Result<DeadLetter, OpsE
             ))
         }
         Ok(Incoming::Newer(why)) | Err(why) => d.parse_error = Some(why),
+    }
+    if d.error_class.is_none() && d.reason.is_none() {
+        // No worker dead-lettered it: SQS's redrive did, at `maxReceiveCount`.
+        d.reason = Some(REDRIVEN.to_string());
     }
     Ok(d)
 }

@@ -31,6 +31,14 @@ pub const ATTR_RETRIES: &str = "ecr_sync_retries";
 /// Message attribute of a job sent back for a retry: when its first retry was decided (Unix
 /// seconds), so the give-up window spans the fresh copies.
 pub const ATTR_RETRYING_SINCE: &str = "ecr_sync_retrying_since";
+/// Default receives of one message before SQS moves it to the dead-letter queue (`bootstrap`,
+/// and the module's `max_receive_count`). Retries do not use receives (they are fresh copies),
+/// so only receives that end without the worker acknowledging do: a worker that died holding
+/// the message, a receive answer lost on the way, a hand-back. Ten lets a job outlive a run of
+/// killed workers (one whose every receive was lost would reach the DLQ without a reason, its
+/// job still `queued`), and still moves a message that crashes its workers within ten
+/// visibility timeouts.
+pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 10;
 /// Longest delivery delay SQS allows on a message.
 pub const MAX_DELAY_SECONDS: u32 = 900;
 
