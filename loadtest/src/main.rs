@@ -1,0 +1,232 @@
+//! `ecr-sync-loadtest`: generate a synthetic fleet, run it through `sync` or the fleet on the
+//! local stack (with chaos), verify, and write a JSON result, a Markdown summary and an SVG
+//! chart.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ecr_sync_loadtest::generate::{generate, FleetSpec};
+use ecr_sync_loadtest::report::{self, RunResult};
+use ecr_sync_loadtest::run::{compare_skopeo, run, Mode, RunOpts};
+use ecr_sync_loadtest::stack::{bin_dir, LocalStack};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "ecr-sync-loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the local stack, generate a fleet, run it (and optionally a warm rerun), verify,
+    /// and write result.json, summary.md and chart.svg.
+    Run(RunArgs),
+    /// Push a synthetic fleet into a registry and print what was pushed (JSON).
+    Generate {
+        /// The registry (`http://127.0.0.1:5000`).
+        #[arg(long)]
+        registry: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// Render summary.md and chart.svg from result JSON files.
+    Report {
+        /// result.json files (each holds a list of runs).
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct FleetArgs {
+    /// Repositories.
+    #[arg(long, default_value_t = 10)]
+    repos: usize,
+    /// Tags per repository.
+    #[arg(long, default_value_t = 30)]
+    tags: usize,
+    /// Seed: the same seed gives the same images and digests.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of images with one large layer.
+    #[arg(long, default_value_t = 0.0)]
+    large_fraction: f64,
+    /// Size of a large layer, bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    large_bytes: u64,
+    /// Share of images on a shared base layer.
+    #[arg(long, default_value_t = 0.5)]
+    shared_base_fraction: f64,
+    /// Share of tags that are multi-arch indexes.
+    #[arg(long, default_value_t = 0.1)]
+    multi_arch_fraction: f64,
+}
+
+impl FleetArgs {
+    fn spec(&self) -> FleetSpec {
+        FleetSpec {
+            repos: self.repos,
+            tags_per_repo: self.tags,
+            seed: self.seed,
+            large_fraction: self.large_fraction,
+            large_bytes: self.large_bytes,
+            shared_base_fraction: self.shared_base_fraction,
+            multi_arch_fraction: self.multi_arch_fraction,
+            ..FleetSpec::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// `sync` (one process) or `fleet` (plan + workers).
+    #[arg(long, value_enum, default_value = "fleet")]
+    mode: Mode,
+    /// Worker processes (fleet).
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Jobs in flight per process.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// SIGKILL a random worker this often (seconds) and start a new one; 0: never.
+    #[arg(long, default_value_t = 0)]
+    kill_every_seconds: u64,
+    /// Percent of source registry requests answered 500 (0–100).
+    #[arg(long, default_value_t = 0)]
+    registry_fault_percent: u64,
+    /// Percent of AWS calls (SQS, DynamoDB) that fail: half answered 500, half with the answer
+    /// lost after the call took effect (0–100).
+    #[arg(long, default_value_t = 0)]
+    aws_fault_percent: u64,
+    /// After the run, run again (nothing should be copied) and report it too.
+    #[arg(long)]
+    warm: bool,
+    /// Also copy the same fleet with another tool into a fresh registry, and report the
+    /// ratio of times (`skopeo`: `skopeo sync --all`).
+    #[arg(long, value_parser = ["skopeo"])]
+    compare: Option<String>,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
+    /// The run's name in the report.
+    #[arg(long, default_value = "run")]
+    scenario: String,
+    /// Where result.json, summary.md and chart.svg go.
+    #[arg(long, default_value = "loadtest-out")]
+    out: PathBuf,
+    /// Where ecr-sync and ecr-sync-worker are [default: next to this binary].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn every(percent: u64) -> u64 {
+    match percent {
+        0 => 0,
+        p => (100 / p.min(100)).max(1),
+    }
+}
+
+/// Writes result.json, summary.md and chart.svg for `results` into `out`.
+fn write_outputs(out: &PathBuf, results: &[RunResult]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("result.json"), serde_json::to_vec_pretty(results)?)?;
+    std::fs::write(out.join("summary.md"), report::markdown(results))?;
+    std::fs::write(out.join("chart.svg"), report::svg(results))?;
+    Ok(())
+}
+
+async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
+    let mut stack = LocalStack::start(bin_dir(args.bin_dir.clone())?).await?;
+    let spec = args.fleet.spec();
+    eprintln!(
+        "generating {} repositories x {} tags",
+        spec.repos, spec.tags_per_repo
+    );
+    let generated = generate(&stack.src.url(), &spec).await?;
+    eprintln!(
+        "generated {} tags, {} blobs, {:.1} MB in {:.1} s",
+        generated.images.len(),
+        generated.blobs,
+        generated.unique_blob_bytes as f64 / 1e6,
+        generated.elapsed_s
+    );
+    let opts = RunOpts {
+        scenario: args.scenario.clone(),
+        mode: args.mode,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        kill_every: (args.kill_every_seconds > 0)
+            .then(|| Duration::from_secs(args.kill_every_seconds)),
+        registry_fault_every: every(args.registry_fault_percent),
+        aws_fault_every: every(args.aws_fault_percent),
+        timeout: Duration::from_secs(args.timeout_seconds),
+        sample_every: Duration::from_millis(500),
+    };
+    let mut first = run(&mut stack, &generated, &opts).await?;
+    if args.compare.is_some() {
+        first.compare = Some(compare_skopeo(&stack, &generated, &first).await?);
+    }
+    let mut results = vec![first];
+    if args.warm {
+        let warm = RunOpts {
+            scenario: format!("{}-warm", args.scenario),
+            kill_every: None,
+            registry_fault_every: 0,
+            aws_fault_every: 0,
+            ..opts
+        };
+        results.push(run(&mut stack, &generated, &warm).await?);
+    }
+    write_outputs(&args.out, &results)?;
+    let logs = stack.save_logs(&args.out.join("logs"))?;
+    print!("{}", report::markdown(&results));
+    eprintln!(
+        "wrote {}/result.json, summary.md, chart.svg and {logs} process logs in logs/",
+        args.out.display()
+    );
+    Ok(results.iter().all(|r| r.verdict.ok()))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => run_command(args).await,
+        Command::Generate { registry, fleet } => {
+            generate(&registry, &fleet.spec()).await.and_then(|g| {
+                println!("{}", serde_json::to_string_pretty(&g)?);
+                Ok(true)
+            })
+        }
+        Command::Report { results, out } => (|| {
+            let mut all: Vec<RunResult> = Vec::new();
+            for f in &results {
+                let bytes =
+                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+                let runs: Vec<RunResult> = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a result.json", f.display()))?;
+                all.extend(runs);
+            }
+            write_outputs(&out, &all)?;
+            Ok(true)
+        })(),
+    };
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("verification failed: see the summary");
+            std::process::ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

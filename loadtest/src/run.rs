@@ -1,0 +1,527 @@
+//! One measured run: `sync` (one process) or the fleet (plan, then W worker processes), with
+//! chaos — a worker SIGKILLed every k seconds and restarted, 5xx answers from the source
+//! registry — sampled while it goes and checked at the end ([`crate::verify`]).
+
+use crate::generate::Generated;
+use crate::report::{AwsPerJob, Compare, Percentiles, RunResult, Sample};
+use crate::stack::{cpu_seconds, json_of, peak_rss_mib, LocalStack};
+use crate::verify::{verify, DeadLetter};
+use anyhow::{bail, Context};
+use ecr_sync_testkit::awsproxy::{Chaos, SQS_OPS};
+use ecr_sync_testkit::proxy::Faults;
+use ecr_sync_testkit::registry::{RegistryOpts, RegistryProcess};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// `sync` or the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `ecr-sync sync`: one process plans and copies.
+    Sync,
+    /// `ecr-sync plan` and `ecr-sync-worker` processes on SQS and DynamoDB (moto).
+    Fleet,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Fleet => "fleet",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    /// The run's name in the report.
+    pub scenario: String,
+    /// `sync` or fleet.
+    pub mode: Mode,
+    /// Worker processes (fleet).
+    pub workers: usize,
+    /// Jobs in flight per process.
+    pub concurrency: usize,
+    /// SIGKILL a random worker this often, then start a new one (fleet).
+    pub kill_every: Option<Duration>,
+    /// One source registry request in this many answers 500 (0: none).
+    pub registry_fault_every: u64,
+    /// One AWS call in this many fails: half answered 500, half with the answer lost after
+    /// the call took effect (0: none).
+    pub aws_fault_every: u64,
+    /// Give up (and report what is stuck) after this long.
+    pub timeout: Duration,
+    /// How often progress is sampled.
+    pub sample_every: Duration,
+}
+
+/// Job states that are final in the fleet's ledger.
+const FINAL: [&str; 5] = ["succeeded", "skipped", "superseded", "conflict", "dead"];
+
+/// Runs `generated`'s fleet through `opts.mode` on `stack` and measures it.
+pub async fn run(
+    stack: &mut LocalStack,
+    generated: &Generated,
+    opts: &RunOpts,
+) -> anyhow::Result<RunResult> {
+    stack.write_config(&generated.repos(), opts.concurrency)?;
+    stack.src_proxy.set_faults(Faults {
+        error_every: opts.registry_fault_every,
+        ..Default::default()
+    });
+    stack.src_proxy.reset_counts();
+    let injected_before = stack.src_proxy.injected();
+    let half = opts.aws_fault_every * 2;
+    stack.aws.set_chaos(Chaos {
+        error_every: half,
+        lose_every: half,
+    });
+    let aws_before = stack.aws.chaos_injected();
+    let mut result = match opts.mode {
+        Mode::Sync => run_sync(stack, opts).await?,
+        Mode::Fleet => run_fleet(stack, opts).await?,
+    };
+    stack.src_proxy.set_faults(Faults::default());
+    stack.aws.set_chaos(Chaos::default());
+    let aws_injected = stack.aws.chaos_injected() - aws_before;
+    if aws_injected > 0 {
+        result.faults.insert("aws_faults".into(), aws_injected);
+    }
+    result.scenario = opts.scenario.clone();
+    result.mode = opts.mode.as_str().to_string();
+    result.concurrency = opts.concurrency;
+    result.tags = generated.images.len();
+    result.blob_requests = stack.src_proxy.blob_requests() as u64;
+    result.requests_per_tag =
+        stack.src_proxy.requests().len() as f64 / generated.images.len().max(1) as f64;
+    let injected = stack.src_proxy.injected() - injected_before;
+    if injected > 0 {
+        result.faults.insert("registry_5xx".into(), injected);
+    }
+    if opts.registry_fault_every > 0 || opts.aws_fault_every > 0 {
+        let every = |n: u64| {
+            if n == 0 {
+                "none".to_string()
+            } else {
+                format!("1 in {n}")
+            }
+        };
+        let what = format!(
+            "source 5xx {}, AWS faults {}",
+            every(opts.registry_fault_every),
+            every(opts.aws_fault_every)
+        );
+        result.fault_windows.push((0.0, result.wall_s, what));
+    }
+    if result.wall_s > 0.0 {
+        result.jobs_per_s = result.jobs_emitted as f64 / result.wall_s;
+    }
+    if generated.unique_blob_bytes > 0 && result.jobs_emitted > 0 {
+        let streamed = result.mb_per_s * result.wall_s * 1e6;
+        result.amplification = Some(streamed / generated.unique_blob_bytes as f64);
+    }
+    let stuck = std::mem::take(&mut result.verdict.stuck);
+    result.verdict = verify(&stack.dst, generated, &dead_letters(stack, opts.mode)?).await;
+    result.verdict.stuck = stuck;
+    result.verdict.ledger_agrees = ledger_agrees(&result, generated);
+    Ok(result)
+}
+
+/// The dead-lettered jobs (fleet), as the DLQ holds them.
+fn dead_letters(stack: &LocalStack, mode: Mode) -> anyhow::Result<Vec<DeadLetter>> {
+    if mode == Mode::Sync {
+        return Ok(Vec::new());
+    }
+    let list = stack.planner_json(&["dlq", "list", "--json"])?;
+    Ok(list
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| DeadLetter {
+            source: d["source"].as_str().unwrap_or_default().to_string(),
+            class: d["error_class"].as_str().unwrap_or("unknown").to_string(),
+            reason: d["reason"]
+                .as_str()
+                .or(d["parse_error"].as_str())
+                .unwrap_or_default()
+                .to_string(),
+            state: d["state"].as_str().map(str::to_string),
+            attempts: d["attempts"].as_u64().unwrap_or(0),
+        })
+        .collect())
+}
+
+/// Whether the ledger's (or the report's) count of jobs that left the right image equals
+/// what the destination shows: every job ended, and as many succeeded as tags the
+/// destination holds with the source digest (a warm rerun emits no job).
+fn ledger_agrees(result: &RunResult, generated: &Generated) -> bool {
+    let jobs = &result.jobs;
+    let present = result.verdict.present.min(generated.images.len() as u64);
+    let good: u64 = ["succeeded", "skipped", "copied", "superseded"]
+        .iter()
+        .map(|s| jobs.get(*s).copied().unwrap_or(0))
+        .sum();
+    let dead = jobs.get("dead").copied().unwrap_or(0);
+    let emitted_ok = result.jobs_emitted == 0 || good + dead == result.jobs_emitted;
+    // A cold run copies everything; a warm one finds it present and emits nothing.
+    emitted_ok && (result.jobs_emitted == 0 || good == present.min(result.jobs_emitted))
+}
+
+async fn run_sync(stack: &LocalStack, opts: &RunOpts) -> anyhow::Result<RunResult> {
+    let report = stack.dir.path().join("sync-report.json");
+    let ledger = stack.dir.path().join("sync-ledger.db");
+    let log = std::fs::File::create(stack.dir.path().join("sync.log"))?;
+    let started = Instant::now();
+    let mut child = stack
+        .command("ecr-sync")
+        .args(["sync", "--no-progress", "--config"])
+        .arg(stack.config_path())
+        .arg("--report")
+        .arg(&report)
+        .arg("--ledger")
+        .arg(&ledger)
+        .args(["--concurrency", &opts.concurrency.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start ecr-sync sync")?;
+    let mut rss = 0f64;
+    let mut timeline = vec![Sample::default()];
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(r) = peak_rss_mib(child.id()) {
+            rss = rss.max(r);
+        }
+        if started.elapsed() > opts.timeout {
+            child.kill()?;
+            child.wait()?;
+            bail!("sync did not finish in {:?}", opts.timeout);
+        }
+        tokio::time::sleep(opts.sample_every).await;
+    };
+    let wall_s = started.elapsed().as_secs_f64();
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).with_context(|| {
+        format!(
+            "sync ({status}) wrote no report; see its log in {}",
+            stack.dir.path().display()
+        )
+    })?)?;
+    let count = |k: &str| r[k].as_u64().unwrap_or(0);
+    let jobs_list = r["jobs"].as_array().cloned().unwrap_or_default();
+    let mut latencies: Vec<f64> = jobs_list
+        .iter()
+        .filter_map(|j| j["duration_ms"].as_f64())
+        .collect();
+    let mut jobs = BTreeMap::new();
+    for state in ["copied", "skipped", "failed"] {
+        jobs.insert(state.to_string(), count(state));
+    }
+    timeline.push(Sample {
+        t_s: wall_s,
+        done: jobs_list.len() as u64,
+        backlog: 0,
+    });
+    if let Some(b) = r["peak_rss_bytes"].as_u64() {
+        rss = rss.max(b as f64 / (1024.0 * 1024.0));
+    }
+    Ok(RunResult {
+        workers: 1,
+        wall_s,
+        jobs,
+        // Up-to-date tags are reported as skipped jobs; they cost no copy.
+        jobs_emitted: count("copied") + count("failed"),
+        mb_per_s: count("bytes") as f64 / 1e6 / wall_s.max(1e-9),
+        latency_ms: Percentiles::of(&mut latencies),
+        peak_rss_mib: BTreeMap::from([("sync".to_string(), rss)]),
+        timeline,
+        ..Default::default()
+    })
+}
+
+/// The fleet's worker processes, restarted when killed.
+struct Workers {
+    children: Vec<Child>,
+    started: usize,
+    peak_rss: f64,
+}
+
+impl Workers {
+    fn spawn(&mut self, stack: &LocalStack, concurrency: usize) -> anyhow::Result<()> {
+        let n = self.started;
+        self.started += 1;
+        let err = std::fs::File::create(stack.dir.path().join(format!("worker{n}.err")))?;
+        let child = stack
+            .command("ecr-sync-worker")
+            .args(["--worker-id", &format!("w{n}")])
+            .args(["--concurrency", &concurrency.to_string()])
+            // Short timeouts, so a killed worker's jobs come back within seconds; retries a
+            // second apart (transient faults heal at once here); long polls of 5 s (not 1 s:
+            // idle receives would dominate the SQS requests per job; not 20 s: a stopping
+            // worker lets its poll end).
+            .args(["--visibility-seconds", "6", "--wait-seconds", "5"])
+            .args(["--retry-delay-seconds", "1"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .context("cannot start ecr-sync-worker")?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    fn sample_rss(&mut self) {
+        for c in &self.children {
+            if let Some(r) = peak_rss_mib(c.id()) {
+                self.peak_rss = self.peak_rss.max(r);
+            }
+        }
+    }
+
+    /// SIGKILLs one worker at random.
+    fn kill_one(&mut self, rng: &mut fastrand::Rng) -> anyhow::Result<()> {
+        if self.children.is_empty() {
+            return Ok(());
+        }
+        let mut victim = self.children.remove(rng.usize(..self.children.len()));
+        let killed = victim.kill();
+        victim.wait()?;
+        Ok(killed?)
+    }
+
+    /// SIGTERM to every worker; SIGKILL to those still up after `grace`.
+    async fn stop(&mut self, grace: Duration) {
+        for c in &self.children {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + grace;
+        for c in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.children.clear();
+    }
+}
+
+async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<RunResult> {
+    if stack.queue_url.is_empty() {
+        stack.bootstrap(ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT)?;
+    }
+    let mut workers = Workers {
+        children: Vec::new(),
+        started: 0,
+        peak_rss: 0.0,
+    };
+    for _ in 0..opts.workers {
+        workers.spawn(stack, opts.concurrency)?;
+    }
+    // Workers first, idle on the queue, so the clock measures the path and not process start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.aws.reset_counts();
+    let moto_cpu_before = cpu_seconds(stack.moto.pid());
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let plan = stack.planner(&["plan", "--json"])?;
+    std::fs::write(stack.dir.path().join("plan.log"), &plan.stderr)?;
+    let plan = json_of(&plan, "plan")?;
+    let plan_s = started.elapsed().as_secs_f64();
+    let run_id = plan["run_id"]
+        .as_str()
+        .context("plan printed no run_id")?
+        .to_string();
+    let planned = plan["planned"].as_u64().unwrap_or(0);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut kills_at_s = Vec::new();
+    let mut next_kill = opts.kill_every;
+    let mut timeline = Vec::new();
+    let mut states: BTreeMap<String, u64>;
+    let finished = loop {
+        let t = started.elapsed();
+        // The observer goes through the faulty AWS proxy too: a failed look is skipped. A look
+        // can take seconds under load; the kill schedule keeps going meanwhile.
+        let look = tokio::process::Command::from(stack.command("ecr-sync"))
+            .args(["status", &run_id, "--json"])
+            .output();
+        tokio::pin!(look);
+        let out = loop {
+            let kill_at = next_kill.map(|k| tokio::time::Instant::from_std(started + k));
+            tokio::select! {
+                out = &mut look => break out.context("cannot run ecr-sync status")?,
+                _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if kill_at.is_some() =>
+                {
+                    let now = started.elapsed();
+                    workers.kill_one(&mut rng)?;
+                    kills_at_s.push(now.as_secs_f64());
+                    workers.spawn(stack, opts.concurrency)?;
+                    next_kill = opts.kill_every.map(|every| now + every);
+                }
+            }
+        };
+        let status = match json_of(&out, "status") {
+            Ok(s) => s,
+            Err(e) if t < opts.timeout => {
+                eprintln!("status failed (looking again): {e:#}");
+                tokio::time::sleep(opts.sample_every).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        states = status["states"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let done: u64 = FINAL
+            .iter()
+            .map(|s| states.get(*s).copied().unwrap_or(0))
+            .sum();
+        timeline.push(Sample {
+            t_s: t.as_secs_f64(),
+            done,
+            backlog: planned.saturating_sub(done),
+        });
+        workers.sample_rss();
+        if done >= planned {
+            break true;
+        }
+        if t > opts.timeout {
+            break false;
+        }
+        tokio::time::sleep(opts.sample_every).await;
+    };
+    let wall_s = started.elapsed().as_secs_f64();
+    workers.stop(Duration::from_secs(30)).await;
+    let moto_cpu = match (moto_cpu_before, cpu_seconds(stack.moto.pid())) {
+        (Some(a), Some(b)) => Some((b - a) / wall_s.max(1e-9)),
+        _ => None,
+    };
+    let counts = stack.aws.counts();
+    let sqs: u64 = SQS_OPS
+        .iter()
+        .filter(|op| **op != "GetQueueAttributes" && **op != "GetQueueUrl")
+        .map(|op| counts.calls(op))
+        .sum();
+    let writes = counts.dynamodb_item_writes() + counts.dynamodb_index_writes();
+    let (latency_ms, bytes) = ledger_details(stack, &run_id, started_at).await?;
+    let mut result = RunResult {
+        workers: opts.workers,
+        wall_s,
+        plan_s,
+        jobs: states,
+        jobs_emitted: planned,
+        mb_per_s: bytes as f64 / 1e6 / wall_s.max(1e-9),
+        latency_ms,
+        aws_per_job: (planned > 0).then(|| AwsPerJob {
+            sqs_requests: sqs as f64 / planned as f64,
+            dynamodb_writes: writes as f64 / planned as f64,
+        }),
+        peak_rss_mib: BTreeMap::from([("worker".to_string(), workers.peak_rss)]),
+        kills_at_s,
+        timeline,
+        moto_cpu_share: moto_cpu,
+        ..Default::default()
+    };
+    if !result.kills_at_s.is_empty() {
+        result
+            .faults
+            .insert("worker_kills".into(), result.kills_at_s.len() as u64);
+    }
+    if !finished {
+        result.verdict.stuck = vec![format!(
+            "{} of {planned} jobs not final after {:?}",
+            planned - result.timeline.last().map_or(0, |s| s.done),
+            opts.timeout
+        )];
+    }
+    Ok(result)
+}
+
+/// Job latency (plan start → the job's final write) and bytes streamed, from the ledger.
+async fn ledger_details(
+    stack: &LocalStack,
+    run_id: &str,
+    started_at: SystemTime,
+) -> anyhow::Result<(Percentiles, u64)> {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(stack.moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "loadtest",
+        ))
+        .load()
+        .await;
+    let ledger = ecr_sync::fleet::ledger::FleetLedger::new(
+        aws_sdk_dynamodb::Client::new(&conf),
+        &stack.table,
+    );
+    let (_, jobs) = ledger.run_contents(run_id).await?;
+    let start = time::OffsetDateTime::from(started_at);
+    let mut latencies: Vec<f64> = jobs
+        .iter()
+        .filter_map(|j| {
+            let at = time::OffsetDateTime::parse(
+                &j.updated_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some(((at - start).as_seconds_f64() * 1000.0).max(0.0))
+        })
+        .collect();
+    let bytes = jobs.iter().map(|j| j.bytes).sum();
+    Ok((Percentiles::of(&mut latencies), bytes))
+}
+
+/// The same fleet through `skopeo sync` (one process, every tag, every platform) into a fresh
+/// destination registry, timed: what `--compare skopeo` reports next to `ours`.
+pub async fn compare_skopeo(
+    stack: &LocalStack,
+    generated: &Generated,
+    ours: &RunResult,
+) -> anyhow::Result<Compare> {
+    let dst = RegistryProcess::start(RegistryOpts::default()).await;
+    // skopeo's YAML source: every tag of every repository, plain HTTP.
+    let mut yaml = format!("{}:\n  tls-verify: false\n  images:\n", stack.src.host());
+    for repo in generated.repos() {
+        yaml.push_str(&format!("    {repo}:\n"));
+        for image in generated.images.iter().filter(|i| i.repo == repo) {
+            yaml.push_str(&format!("      - \"{}\"\n", image.tag));
+        }
+    }
+    let file = stack.dir.path().join("skopeo-sync.yaml");
+    std::fs::write(&file, yaml)?;
+    let started = Instant::now();
+    let out = std::process::Command::new("skopeo")
+        .args(["sync", "--all", "--src", "yaml", "--dest", "docker"])
+        .args(["--dest-tls-verify=false"])
+        .arg(&file)
+        .arg(dst.host())
+        .output()
+        .context("cannot run skopeo (is it installed?)")?;
+    let wall_s = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        eprintln!(
+            "skopeo sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Compare {
+        tool: "skopeo".into(),
+        wall_s,
+        exit_code: out.status.code().unwrap_or(-1),
+        ratio: ours.wall_s / wall_s.max(1e-9),
+    })
+}
