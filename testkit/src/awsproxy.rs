@@ -44,14 +44,31 @@ pub struct OpFault {
 }
 
 /// Random faults on every call, for chaos runs: each call independently, one in `error_every`
-/// is answered 500 `InternalFailure` without reaching the service, and one in `lose_every`
-/// reaches it and loses its answer. `0` disables one.
+/// is answered 500 `InternalFailure` without reaching the service, one in `throttle_every` 400
+/// `ThrottlingException` (not reaching it either), one in `stall_every` is held for `stall`
+/// before it is passed on, and one in `lose_every` reaches it and loses its answer. `0`
+/// disables one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Chaos {
     /// Answer 500 (the call does not happen).
     pub error_every: u64,
     /// Pass the call on, then drop the connection (the call happened).
     pub lose_every: u64,
+    /// Answer 400 `ThrottlingException` (the call does not happen).
+    pub throttle_every: u64,
+    /// Hold the call for `stall`, then pass it on (if the caller still waits).
+    pub stall_every: u64,
+    /// How long a stalled call is held.
+    pub stall: Duration,
+}
+
+/// What the chaos dice chose for one call.
+#[derive(Debug, Clone, Copy, Default)]
+struct Roll {
+    fail: bool,
+    throttle: bool,
+    stall: Option<Duration>,
+    lose: bool,
 }
 
 /// The attribute that puts a DynamoDB item in the ledger's index (`gsi1pk`).
@@ -119,18 +136,26 @@ struct State {
 }
 
 impl State {
-    /// Rolls the chaos dice for one call: (answer 500, lose the answer).
-    fn roll(&self) -> (bool, bool) {
+    /// Rolls the chaos dice for one call (at most one fault).
+    fn roll(&self) -> Roll {
         let mut guard = self.chaos.lock().unwrap();
         let (chaos, rng) = &mut *guard;
-        let hit = |every: u64, rng: &mut fastrand::Rng| every > 0 && rng.u64(..every) == 0;
-        let fail = hit(chaos.error_every, rng);
-        let lose = !fail && hit(chaos.lose_every, rng);
-        if fail || lose {
-            self.chaos_injected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut hit = |every: u64| every > 0 && rng.u64(..every) == 0;
+        let mut roll = Roll::default();
+        if hit(chaos.error_every) {
+            roll.fail = true;
+        } else if hit(chaos.throttle_every) {
+            roll.throttle = true;
+        } else if hit(chaos.stall_every) {
+            roll.stall = Some(chaos.stall);
+        } else if hit(chaos.lose_every) {
+            roll.lose = true;
+        } else {
+            return roll;
         }
-        (fail, lose)
+        self.chaos_injected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        roll
     }
 }
 
@@ -290,10 +315,20 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
         .to_bytes();
     let op = operation(&parts.headers, &body);
     count(&st, &op, &body);
-    let (chaos_fail, chaos_lose) = st.roll();
-    if chaos_fail {
+    let roll = st.roll();
+    if roll.fail {
         let body = serde_json::json!({"__type": "InternalFailure", "message": "injected"});
         return Ok(json_answer(500).body(full(body.to_string())).unwrap());
+    }
+    if roll.throttle {
+        let body = serde_json::json!({"__type": "ThrottlingException", "message": "injected"});
+        return Ok(json_answer(400)
+            .header("x-amzn-query-error", "ThrottlingException;Sender")
+            .body(full(body.to_string()))
+            .unwrap());
+    }
+    if let Some(stall) = roll.stall {
+        tokio::time::sleep(stall).await;
     }
     let (lose, stall, fail, entries) = {
         let mut faults = st.faults.lock().unwrap();
@@ -306,7 +341,7 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             None => (false, Duration::ZERO, None, false),
         }
     };
-    let lose = lose || chaos_lose;
+    let lose = lose || roll.lose;
     if let Some((_, code)) = fail.as_ref().filter(|_| entries) {
         st.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(json_answer(200)

@@ -23,6 +23,12 @@ pub struct Faults {
     pub error_every: u64,
     /// Answer 429 with `Retry-After: 1`.
     pub throttle_every: u64,
+    /// Answer 429 with no `Retry-After`, as ECR throttles.
+    pub throttle_bare_every: u64,
+    /// Hold the request [`Faults::slow_by`] before passing it on (a slow answer).
+    pub slow_every: u64,
+    /// How long a slow answer is held.
+    pub slow_by: std::time::Duration,
     /// Flip one byte in every blob GET body (same length: only a digest check can tell).
     pub corrupt_blobs: bool,
     /// Answer every blob GET with 500 (a source that can never serve a layer).
@@ -96,6 +102,12 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
     }
     if hit(faults.throttle_every) {
         return Ok(full(429, &[("retry-after", "1")]));
+    }
+    if hit(faults.throttle_bare_every) {
+        return Ok(full(429, &[]));
+    }
+    if hit(faults.slow_every) {
+        tokio::time::sleep(faults.slow_by).await;
     }
     if method == hyper::Method::PUT && pq.contains("/manifests/") {
         let mut f = st.faults.lock().unwrap();
