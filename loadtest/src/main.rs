@@ -89,20 +89,23 @@ struct RunArgs {
     /// `sync` (one process) or `fleet` (plan + workers).
     #[arg(long, value_enum, default_value = "fleet")]
     mode: Mode,
-    /// Worker processes (fleet).
-    #[arg(long, default_value_t = 4)]
-    workers: usize,
+    /// Worker processes (fleet); several, comma-separated (`1,2,4`), run the same fleet once
+    /// per count, each on a fresh stack, one line each in the chart.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    workers: Vec<usize>,
     /// Jobs in flight per process.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// SIGKILL a random worker this often (seconds) and start a new one; 0: never.
     #[arg(long, default_value_t = 0)]
     kill_every_seconds: u64,
-    /// Percent of source registry requests answered 500 (0–100).
+    /// Percent of source registry requests that fail (0–100), a quarter each: connection
+    /// reset, 500, 429 without `Retry-After` (as ECR throttles), answered 1 s late.
     #[arg(long, default_value_t = 0)]
     registry_fault_percent: u64,
-    /// Percent of AWS calls (SQS, DynamoDB) that fail: half answered 500, half with the answer
-    /// lost after the call took effect (0–100).
+    /// Percent of AWS calls (SQS, DynamoDB) that fail (0–100), a quarter each: answered 500,
+    /// answered `ThrottlingException`, stalled past the SDK's attempt timeout (12 s), the
+    /// answer lost after the call took effect.
     #[arg(long, default_value_t = 0)]
     aws_fault_percent: u64,
     /// After the run, run again (nothing should be copied) and report it too.
@@ -143,6 +146,44 @@ fn write_outputs(out: &PathBuf, results: &[RunResult]) -> anyhow::Result<()> {
 }
 
 async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
+    let counts = match args.mode {
+        // One process: a worker count means nothing.
+        Mode::Sync => vec![1],
+        Mode::Fleet => args.workers.clone(),
+    };
+    if counts.is_empty() || counts.contains(&0) {
+        anyhow::bail!("--workers: give one or more counts above 0, such as 4 or 1,2,4");
+    }
+    let mut results = Vec::new();
+    for &workers in &counts {
+        let scenario = if counts.len() > 1 {
+            format!("{}-w{workers}", args.scenario)
+        } else {
+            args.scenario.clone()
+        };
+        let logs = if counts.len() > 1 {
+            args.out.join("logs").join(format!("w{workers}"))
+        } else {
+            args.out.join("logs")
+        };
+        results.extend(run_one(&args, workers, scenario, &logs).await?);
+    }
+    write_outputs(&args.out, &results)?;
+    print!("{}", report::markdown(&results));
+    eprintln!(
+        "wrote {}/result.json, summary.md, chart.svg and the processes' logs in logs/",
+        args.out.display()
+    );
+    Ok(results.iter().all(|r| r.verdict.ok()))
+}
+
+/// One worker count on a fresh stack: generate, run (compare, warm rerun), keep the logs.
+async fn run_one(
+    args: &RunArgs,
+    workers: usize,
+    scenario: String,
+    logs: &std::path::Path,
+) -> anyhow::Result<Vec<RunResult>> {
     let mut stack = LocalStack::start(bin_dir(args.bin_dir.clone())?).await?;
     let spec = args.fleet.spec();
     eprintln!(
@@ -158,9 +199,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
         generated.elapsed_s
     );
     let opts = RunOpts {
-        scenario: args.scenario.clone(),
+        scenario: scenario.clone(),
         mode: args.mode,
-        workers: args.workers,
+        workers,
         concurrency: args.concurrency,
         kill_every: (args.kill_every_seconds > 0)
             .then(|| Duration::from_secs(args.kill_every_seconds)),
@@ -176,7 +217,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
     let mut results = vec![first];
     if args.warm {
         let warm = RunOpts {
-            scenario: format!("{}-warm", args.scenario),
+            scenario: format!("{scenario}-warm"),
             kill_every: None,
             registry_fault_every: 0,
             aws_fault_every: 0,
@@ -184,14 +225,8 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
         };
         results.push(run(&mut stack, &generated, &warm).await?);
     }
-    write_outputs(&args.out, &results)?;
-    let logs = stack.save_logs(&args.out.join("logs"))?;
-    print!("{}", report::markdown(&results));
-    eprintln!(
-        "wrote {}/result.json, summary.md, chart.svg and {logs} process logs in logs/",
-        args.out.display()
-    );
-    Ok(results.iter().all(|r| r.verdict.ok()))
+    stack.save_logs(logs)?;
+    Ok(results)
 }
 
 #[tokio::main]

@@ -57,6 +57,13 @@ pub struct RunOpts {
     pub sample_every: Duration,
 }
 
+/// How long a slow source registry answer is held.
+pub const SLOW_REGISTRY_ANSWER: Duration = Duration::from_secs(1);
+/// How long a stalled AWS call is held: past the SDK's attempt timeout, so the call is timed
+/// out and tried again (and may still reach the service late).
+pub const STALLED_AWS_CALL: Duration =
+    Duration::from_secs(ecr_sync::aws::ATTEMPT_TIMEOUT.as_secs() + 2);
+
 /// Job states that are final in the fleet's ledger.
 const FINAL: [&str; 5] = ["succeeded", "skipped", "superseded", "conflict", "dead"];
 
@@ -67,16 +74,26 @@ pub async fn run(
     opts: &RunOpts,
 ) -> anyhow::Result<RunResult> {
     stack.write_config(&generated.repos(), opts.concurrency)?;
+    // Each fault rate is shared evenly by its kinds.
+    let quarter = opts.registry_fault_every * 4;
     stack.src_proxy.set_faults(Faults {
-        error_every: opts.registry_fault_every,
+        reset_every: quarter,
+        error_every: quarter,
+        throttle_bare_every: quarter,
+        slow_every: quarter,
+        slow_by: SLOW_REGISTRY_ANSWER,
         ..Default::default()
     });
     stack.src_proxy.reset_counts();
+    stack.dst_proxy.reset_counts();
     let injected_before = stack.src_proxy.injected();
-    let half = opts.aws_fault_every * 2;
+    let quarter = opts.aws_fault_every * 4;
     stack.aws.set_chaos(Chaos {
-        error_every: half,
-        lose_every: half,
+        error_every: quarter,
+        throttle_every: quarter,
+        stall_every: quarter,
+        stall: STALLED_AWS_CALL,
+        lose_every: quarter,
     });
     let aws_before = stack.aws.chaos_injected();
     let mut result = match opts.mode {
@@ -98,7 +115,7 @@ pub async fn run(
         stack.src_proxy.requests().len() as f64 / generated.images.len().max(1) as f64;
     let injected = stack.src_proxy.injected() - injected_before;
     if injected > 0 {
-        result.faults.insert("registry_5xx".into(), injected);
+        result.faults.insert("registry_faults".into(), injected);
     }
     if opts.registry_fault_every > 0 || opts.aws_fault_every > 0 {
         let every = |n: u64| {
@@ -109,9 +126,11 @@ pub async fn run(
             }
         };
         let what = format!(
-            "source 5xx {}, AWS faults {}",
+            "source faults {} (resets, 5xx, 429 without Retry-After, {} s slow), AWS faults {} (500, ThrottlingException, {} s stall, lost answer)",
             every(opts.registry_fault_every),
-            every(opts.aws_fault_every)
+            SLOW_REGISTRY_ANSWER.as_secs(),
+            every(opts.aws_fault_every),
+            STALLED_AWS_CALL.as_secs(),
         );
         result.fault_windows.push((0.0, result.wall_s, what));
     }
@@ -125,8 +144,24 @@ pub async fn run(
     let stuck = std::mem::take(&mut result.verdict.stuck);
     result.verdict = verify(&stack.dst, generated, &dead_letters(stack, opts.mode)?).await;
     result.verdict.stuck = stuck;
+    result.verdict.duplicated = Some(duplicated_copies(&stack.dst_proxy.requests()));
     result.verdict.ledger_agrees = ledger_agrees(&result, generated);
     Ok(result)
+}
+
+/// Tags copied more than once: manifest PUTs by tag (not by digest: an index's children are
+/// PUT by digest) beyond the first for each destination tag.
+pub fn duplicated_copies(requests: &[(String, String)]) -> u64 {
+    let mut puts: BTreeMap<&str, u64> = BTreeMap::new();
+    for (method, path) in requests {
+        let Some((_, reference)) = path.split_once("/manifests/") else {
+            continue;
+        };
+        if method == "PUT" && !reference.starts_with("sha256:") {
+            *puts.entry(path.as_str()).or_default() += 1;
+        }
+    }
+    puts.values().map(|n| n.saturating_sub(1)).sum()
 }
 
 /// The dead-lettered jobs (fleet), as the DLQ holds them.
@@ -243,6 +278,48 @@ async fn run_sync(stack: &LocalStack, opts: &RunOpts) -> anyhow::Result<RunResul
     })
 }
 
+/// The kill schedule: a random worker SIGKILLed (and a new one started) every `every`, on
+/// its own clock, whatever the run is waiting for.
+struct Killer {
+    started: Instant,
+    every: Option<Duration>,
+    /// When the next kill is due, from `started`.
+    next: Option<Duration>,
+    rng: fastrand::Rng,
+    /// When each kill happened, seconds from `started`.
+    at_s: Vec<f64>,
+}
+
+impl Killer {
+    /// Awaits `work`, killing (and replacing) workers as they fall due meanwhile.
+    async fn during<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+        workers: &mut Workers,
+        stack: &LocalStack,
+        concurrency: usize,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        loop {
+            let due = self
+                .next
+                .map(|k| tokio::time::Instant::from_std(self.started + k));
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                    if due.is_some() =>
+                {
+                    let now = self.started.elapsed();
+                    workers.kill_one(&mut self.rng)?;
+                    self.at_s.push(now.as_secs_f64());
+                    workers.spawn(stack, concurrency)?;
+                    self.next = self.every.map(|every| now + every);
+                }
+            }
+        }
+    }
+}
+
 /// The fleet's worker processes, restarted when killed.
 struct Workers {
     children: Vec<Child>,
@@ -331,7 +408,21 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
     let moto_cpu_before = cpu_seconds(stack.moto.pid());
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let plan = stack.planner(&["plan", "--json"])?;
+    let mut killer = Killer {
+        started,
+        every: opts.kill_every,
+        next: opts.kill_every,
+        rng: fastrand::Rng::with_seed(7),
+        at_s: Vec::new(),
+    };
+    // Workers copy while the plan still sends, so kills start with the plan.
+    let plan = tokio::process::Command::from(stack.command("ecr-sync"))
+        .args(["plan", "--json"])
+        .output();
+    let plan = killer
+        .during(plan, &mut workers, stack, opts.concurrency)
+        .await?
+        .context("cannot run ecr-sync plan")?;
     std::fs::write(stack.dir.path().join("plan.log"), &plan.stderr)?;
     let plan = json_of(&plan, "plan")?;
     let plan_s = started.elapsed().as_secs_f64();
@@ -340,9 +431,6 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         .context("plan printed no run_id")?
         .to_string();
     let planned = plan["planned"].as_u64().unwrap_or(0);
-    let mut rng = fastrand::Rng::with_seed(7);
-    let mut kills_at_s = Vec::new();
-    let mut next_kill = opts.kill_every;
     let mut timeline = Vec::new();
     let mut states: BTreeMap<String, u64>;
     let finished = loop {
@@ -352,22 +440,10 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         let look = tokio::process::Command::from(stack.command("ecr-sync"))
             .args(["status", &run_id, "--json"])
             .output();
-        tokio::pin!(look);
-        let out = loop {
-            let kill_at = next_kill.map(|k| tokio::time::Instant::from_std(started + k));
-            tokio::select! {
-                out = &mut look => break out.context("cannot run ecr-sync status")?,
-                _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)),
-                    if kill_at.is_some() =>
-                {
-                    let now = started.elapsed();
-                    workers.kill_one(&mut rng)?;
-                    kills_at_s.push(now.as_secs_f64());
-                    workers.spawn(stack, opts.concurrency)?;
-                    next_kill = opts.kill_every.map(|every| now + every);
-                }
-            }
-        };
+        let out = killer
+            .during(look, &mut workers, stack, opts.concurrency)
+            .await?
+            .context("cannot run ecr-sync status")?;
         let status = match json_of(&out, "status") {
             Ok(s) => s,
             Err(e) if t < opts.timeout => {
@@ -430,7 +506,7 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
             dynamodb_writes: writes as f64 / planned as f64,
         }),
         peak_rss_mib: BTreeMap::from([("worker".to_string(), workers.peak_rss)]),
-        kills_at_s,
+        kills_at_s: killer.at_s,
         timeline,
         moto_cpu_share: moto_cpu,
         ..Default::default()
@@ -524,4 +600,28 @@ pub async fn compare_skopeo(
         exit_code: out.status.code().unwrap_or(-1),
         ratio: ours.wall_s / wall_s.max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duplicated_copies;
+
+    #[test]
+    fn duplicated_copies_count_repeated_tag_puts_only() {
+        let r = |m: &str, p: &str| (m.to_string(), p.to_string());
+        let requests = [
+            r("PUT", "/v2/load/app0/manifests/v1"),
+            r("PUT", "/v2/load/app0/manifests/v1"),
+            r("PUT", "/v2/load/app0/manifests/v1"),
+            r("PUT", "/v2/load/app0/manifests/v2"),
+            // An index's children go by digest, and reads are not copies.
+            r("PUT", "/v2/load/app0/manifests/sha256:aa"),
+            r("PUT", "/v2/load/app0/manifests/sha256:aa"),
+            r("GET", "/v2/load/app0/manifests/v2"),
+            r("HEAD", "/v2/load/app0/manifests/v2"),
+            r("PUT", "/v2/load/app1/manifests/v1"),
+        ];
+        assert_eq!(duplicated_copies(&requests), 2);
+        assert_eq!(duplicated_copies(&[]), 0);
+    }
 }

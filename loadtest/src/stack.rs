@@ -47,6 +47,9 @@ pub struct LocalStack {
     pub src_proxy: Proxy,
     /// The destination registry.
     pub dst: RegistryProcess,
+    /// Counts the requests on their way to the destination (no faults); the config names it
+    /// as the destination, so manifest PUTs per tag can be counted (duplicated copies).
+    pub dst_proxy: Proxy,
     /// Config, reports, ledgers and logs.
     pub dir: tempfile::TempDir,
     /// The planner and worker binaries' directory.
@@ -65,12 +68,14 @@ impl LocalStack {
         let src = RegistryProcess::start(RegistryOpts::default()).await;
         let src_proxy = Proxy::start(&src.url(), Faults::default()).await;
         let dst = RegistryProcess::start(RegistryOpts::default()).await;
+        let dst_proxy = Proxy::start(&dst.url(), Faults::default()).await;
         Ok(LocalStack {
             moto,
             aws,
             src,
             src_proxy,
             dst,
+            dst_proxy,
             dir: tempfile::tempdir()?,
             bins,
             queue_url: String::new(),
@@ -158,12 +163,12 @@ impl LocalStack {
     pub fn write_config(&self, repos: &[String], concurrency: usize) -> anyhow::Result<()> {
         let src = self.src_proxy.host();
         let config = serde_json::json!({
-            "destination_registry": self.dst.host(),
+            "destination_registry": self.dst_proxy.host(),
             "repos": repos.iter().map(|r| serde_json::json!({ "source": format!("{src}/{r}") }))
                 .collect::<Vec<_>>(),
             "registries": {
                 src: { "plain_http": true },
-                self.dst.host(): { "plain_http": true },
+                self.dst_proxy.host(): { "plain_http": true },
             },
             "concurrency": { "jobs": concurrency },
         });

@@ -1,6 +1,8 @@
 //! The load test's small-scale scenarios, run by the test command: the fleet on 300 tiny
 //! images with 4 workers, (a) clean and then (c) warm, and (b) with a worker SIGKILLed every
-//! few seconds, 5 % of source registry requests and 5 % of AWS calls failing. Nothing may be lost, corrupt or
+//! few seconds, 5 % of source registry requests failing (resets, 5xx, 429 without Retry-After,
+//! slow answers) and 5 % of AWS calls (500s, throttling, stalls past the attempt timeout, lost
+//! answers). Nothing may be lost, corrupt or
 //! stuck, and the outputs (JSON, Markdown, SVG) are written.
 
 use ecr_sync_loadtest::generate::{generate, FleetSpec};
@@ -77,8 +79,12 @@ async fn a_clean_fleet_run_copies_every_tag_and_a_warm_rerun_emits_nothing() {
         cold.jobs
     );
     let aws = cold.aws_per_job.expect("a fleet run counts AWS calls");
+    let duplicated = cold
+        .verdict
+        .duplicated
+        .expect("duplicated copies are counted");
     println!(
-        "a: {:.1} s, {:.1} jobs/s, {:.2} SQS requests and {:.2} DynamoDB writes per job",
+        "a: {:.1} s, {:.1} jobs/s, {:.2} SQS requests and {:.2} DynamoDB writes per job, {duplicated} tags copied twice",
         cold.wall_s, cold.jobs_per_s, aws.sqs_requests, aws.dynamodb_writes
     );
     assert!(aws.dynamodb_writes <= 2.0, "{aws:?}");
@@ -90,6 +96,7 @@ async fn a_clean_fleet_run_copies_every_tag_and_a_warm_rerun_emits_nothing() {
     assert_clean(&warm, &stack);
     assert_eq!(warm.jobs_emitted, 0, "{:?}", warm.jobs);
     assert_eq!(warm.blob_requests, 0, "a warm run touched blobs");
+    assert_eq!(warm.verdict.duplicated, Some(0), "a warm run copied");
     // The outputs a person reads.
     let results = [cold, warm];
     let md = report::markdown(&results);
@@ -110,16 +117,17 @@ async fn b_workers_killed_and_registry_and_aws_faults_lose_nothing() {
     };
     let r = run(&mut stack, &generated, &opts).await.unwrap();
     println!(
-        "b: {:.1} s, {} kills, {:?} faults, jobs {:?}",
+        "b: {:.1} s, {} kills, {:?} faults, jobs {:?}, {:?} tags copied twice or more",
         r.wall_s,
         r.kills_at_s.len(),
         r.faults,
-        r.jobs
+        r.jobs,
+        r.verdict.duplicated
     );
     assert_clean(&r, &stack);
     assert!(!r.kills_at_s.is_empty(), "no worker was killed");
     assert!(
-        r.faults.get("registry_5xx").copied().unwrap_or(0) > 0,
+        r.faults.get("registry_faults").copied().unwrap_or(0) > 0,
         "{:?}",
         r.faults
     );

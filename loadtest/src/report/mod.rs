@@ -47,7 +47,7 @@ pub struct RunResult {
     pub amplification: Option<f64>,
     /// Peak resident memory per process kind (`sync`, `worker`, `planner`), MiB.
     pub peak_rss_mib: BTreeMap<String, f64>,
-    /// Faults injected, by kind (`registry_5xx`, `aws_5xx`, `kills`, …).
+    /// Faults injected, by kind (`registry_faults`, `aws_faults`, `worker_kills`).
     pub faults: BTreeMap<String, u64>,
     /// Worker kills: seconds since the start.
     pub kills_at_s: Vec<f64>,
