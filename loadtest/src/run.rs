@@ -424,61 +424,69 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         .await?
         .context("cannot run ecr-sync plan")?;
     std::fs::write(stack.dir.path().join("plan.log"), &plan.stderr)?;
-    let plan = json_of(&plan, "plan")?;
     let plan_s = started.elapsed().as_secs_f64();
-    let run_id = plan["run_id"]
-        .as_str()
-        .context("plan printed no run_id")?
-        .to_string();
-    let planned = plan["planned"].as_u64().unwrap_or(0);
-    let mut timeline = Vec::new();
-    let mut states: BTreeMap<String, u64>;
-    let finished = loop {
-        let t = started.elapsed();
-        // The observer goes through the faulty AWS proxy too: a failed look is skipped. A look
-        // can take seconds under load; the kill schedule keeps going meanwhile.
-        let look = tokio::process::Command::from(stack.command("ecr-sync"))
-            .args(["status", &run_id, "--json"])
-            .output();
-        let out = killer
-            .during(look, &mut workers, stack, opts.concurrency)
-            .await?
-            .context("cannot run ecr-sync status")?;
-        let status = match json_of(&out, "status") {
-            Ok(s) => s,
-            Err(e) if t < opts.timeout => {
-                eprintln!("status failed (looking again): {e:#}");
-                tokio::time::sleep(opts.sample_every).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        states = status["states"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let done: u64 = FINAL
-            .iter()
-            .map(|s| states.get(*s).copied().unwrap_or(0))
-            .sum();
-        timeline.push(Sample {
-            t_s: t.as_secs_f64(),
-            done,
-            backlog: planned.saturating_sub(done),
-        });
-        workers.sample_rss();
-        if done >= planned {
-            break true;
-        }
-        if t > opts.timeout {
-            break false;
-        }
-        tokio::time::sleep(opts.sample_every).await;
+    // A plan that stops (at scale, moto's SQS slows as the queue deepens) is an outcome to
+    // report with what was measured until then, not a run without a report.
+    let (run_id, planned, plan_error) = match json_of(&plan, "plan") {
+        Ok(plan) => (
+            plan["run_id"]
+                .as_str()
+                .context("plan printed no run_id")?
+                .to_string(),
+            plan["planned"].as_u64().unwrap_or(0),
+            None,
+        ),
+        Err(e) => (String::new(), 0, Some(format!("{e:#}"))),
     };
+    let mut timeline = Vec::new();
+    let mut states = BTreeMap::new();
+    let finished = plan_error.is_none()
+        && loop {
+            let t = started.elapsed();
+            // The observer goes through the faulty AWS proxy too: a failed look is skipped. A look
+            // can take seconds under load; the kill schedule keeps going meanwhile.
+            let look = tokio::process::Command::from(stack.command("ecr-sync"))
+                .args(["status", &run_id, "--json"])
+                .output();
+            let out = killer
+                .during(look, &mut workers, stack, opts.concurrency)
+                .await?
+                .context("cannot run ecr-sync status")?;
+            let status = match json_of(&out, "status") {
+                Ok(s) => s,
+                Err(e) if t < opts.timeout => {
+                    eprintln!("status failed (looking again): {e:#}");
+                    tokio::time::sleep(opts.sample_every).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            states = status["states"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let done: u64 = FINAL
+                .iter()
+                .map(|s| states.get(*s).copied().unwrap_or(0))
+                .sum();
+            timeline.push(Sample {
+                t_s: t.as_secs_f64(),
+                done,
+                backlog: planned.saturating_sub(done),
+            });
+            workers.sample_rss();
+            if done >= planned {
+                break true;
+            }
+            if t > opts.timeout {
+                break false;
+            }
+            tokio::time::sleep(opts.sample_every).await;
+        };
     let wall_s = started.elapsed().as_secs_f64();
     workers.stop(Duration::from_secs(30)).await;
     let moto_cpu = match (moto_cpu_before, cpu_seconds(stack.moto.pid())) {
@@ -492,7 +500,11 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         .map(|op| counts.calls(op))
         .sum();
     let writes = counts.dynamodb_item_writes() + counts.dynamodb_index_writes();
-    let (latency_ms, bytes) = ledger_details(stack, &run_id, started_at).await?;
+    let (latency_ms, bytes) = if plan_error.is_none() {
+        ledger_details(stack, &run_id, started_at).await?
+    } else {
+        Default::default()
+    };
     let mut result = RunResult {
         workers: opts.workers,
         wall_s,
@@ -516,7 +528,9 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
             .faults
             .insert("worker_kills".into(), result.kills_at_s.len() as u64);
     }
-    if !finished {
+    if let Some(e) = plan_error {
+        result.verdict.stuck = vec![format!("the plan stopped after {plan_s:.1} s: {e}")];
+    } else if !finished {
         result.verdict.stuck = vec![format!(
             "{} of {planned} jobs not final after {:?}",
             planned - result.timeline.last().map_or(0, |s| s.done),

@@ -1,0 +1,62 @@
+//! A plan that stops (as it does at scale when moto's SQS falls behind) is reported with what
+//! the run measured, not turned into a run without a report.
+
+use ecr_sync_loadtest::generate::{generate, FleetSpec};
+use ecr_sync_loadtest::report;
+use ecr_sync_loadtest::run::{run, Mode, RunOpts};
+use ecr_sync_loadtest::stack::{bin_dir, LocalStack};
+use ecr_sync_testkit::awsproxy::OpFault;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_cannot_send_is_a_failed_run_with_a_report() {
+    let mut stack = LocalStack::start(bin_dir(None).unwrap()).await.unwrap();
+    let spec = FleetSpec {
+        repos: 1,
+        tags_per_repo: 3,
+        seed: 5,
+        ..FleetSpec::default()
+    };
+    let generated = generate(&stack.src.url(), &spec).await.unwrap();
+    stack
+        .bootstrap(ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT)
+        .unwrap();
+    // Every SendMessageBatch fails, the SDK's retries included.
+    stack.aws.set_fault(
+        "SendMessageBatch",
+        OpFault {
+            fail: (1..=1000).collect(),
+            error: Some((500, "InternalError".into())),
+            ..Default::default()
+        },
+    );
+    let opts = RunOpts {
+        scenario: "plan-stops".into(),
+        mode: Mode::Fleet,
+        workers: 1,
+        concurrency: 4,
+        kill_every: None,
+        registry_fault_every: 0,
+        aws_fault_every: 0,
+        timeout: Duration::from_secs(120),
+        sample_every: Duration::from_millis(500),
+    };
+    let r = run(&mut stack, &generated, &opts).await.unwrap();
+    assert!(!r.verdict.ok(), "{:#?}", r.verdict);
+    assert_eq!(r.jobs_emitted, 0);
+    assert_eq!(r.verdict.stuck.len(), 1, "{:?}", r.verdict.stuck);
+    assert!(
+        r.verdict.stuck[0].starts_with("the plan stopped after"),
+        "{:?}",
+        r.verdict.stuck
+    );
+    assert!(
+        r.verdict.stuck[0].contains("SendMessageBatch"),
+        "{:?}",
+        r.verdict.stuck
+    );
+    assert_eq!(r.verdict.lost.len(), 3, "nothing was copied");
+    assert!(r.moto_cpu_share.is_some());
+    let md = report::markdown(std::slice::from_ref(&r));
+    assert!(md.contains("the plan stopped"), "{md}");
+}
