@@ -320,11 +320,21 @@ impl Killer {
     }
 }
 
-/// The fleet's worker processes, restarted when killed.
+/// The fleet's worker processes, restarted when killed; any still running are SIGKILLed when
+/// this is dropped, so a run that fails half-way leaves no worker behind.
 struct Workers {
     children: Vec<Child>,
     started: usize,
     peak_rss: f64,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Workers {

@@ -60,3 +60,63 @@ async fn a_plan_that_cannot_send_is_a_failed_run_with_a_report() {
     let md = report::markdown(std::slice::from_ref(&r));
     assert!(md.contains("the plan stopped"), "{md}");
 }
+
+/// Live processes of this test process started from `program` (their `argv[0]`; the other
+/// test here starts workers from another path).
+fn children_started_from(program: &std::path::Path) -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let program = program.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let pid = head.split_once(" (")?.0.parse().ok()?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let argv0 = cmdline.split(|b| *b == 0).next()?;
+            (ppid == me && state != "Z" && argv0 == program.as_bytes()).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_half_way_leaves_no_worker_behind() {
+    let mut stack = LocalStack::start(bin_dir(None).unwrap()).await.unwrap();
+    let spec = FleetSpec {
+        repos: 1,
+        tags_per_repo: 2,
+        seed: 6,
+        ..FleetSpec::default()
+    };
+    let generated = generate(&stack.src.url(), &spec).await.unwrap();
+    stack
+        .bootstrap(ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT)
+        .unwrap();
+    // The workers start; the planner cannot (it is not there), so the run fails after them.
+    let only_worker = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        stack.bins.join("ecr-sync-worker"),
+        only_worker.path().join("ecr-sync-worker"),
+    )
+    .unwrap();
+    stack.bins = only_worker.path().to_path_buf();
+    let worker = stack.bins.join("ecr-sync-worker");
+    let opts = RunOpts {
+        scenario: "fails".into(),
+        mode: Mode::Fleet,
+        workers: 2,
+        concurrency: 2,
+        kill_every: None,
+        registry_fault_every: 0,
+        aws_fault_every: 0,
+        timeout: Duration::from_secs(60),
+        sample_every: Duration::from_millis(500),
+    };
+    let err = run(&mut stack, &generated, &opts).await.unwrap_err();
+    assert!(format!("{err:#}").contains("ecr-sync plan"), "{err:#}");
+    assert_eq!(children_started_from(&worker), Vec::<u32>::new());
+}
