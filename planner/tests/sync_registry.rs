@@ -76,6 +76,18 @@ async fn globs_select_tags_rename_works_and_a_warm_rerun_touches_no_blob() {
         vec!["v1.2", "v1.2.3", "v1.2.34", "v1.23"]
     );
     assert_eq!(run.count("copied"), 8);
+    // Each job says when it ended, within the run: what a timeline of the run is drawn from.
+    let run_ms = run.count("duration_ms");
+    for job in run.report()["jobs"].as_array().unwrap() {
+        let (ended, took) = (job["finished_ms"].as_u64(), job["duration_ms"].as_u64());
+        let (Some(ended), Some(took)) = (ended, took) else {
+            panic!("a job without finished_ms or duration_ms: {job}");
+        };
+        assert!(
+            took <= ended && ended <= run_ms,
+            "{job} in a run of {run_ms} ms"
+        );
+    }
     for t in ["v1.2.3", "latest"] {
         assert_eq!(
             skopeo_raw(&p.src.host(), "team/app", t),

@@ -89,6 +89,8 @@ impl Default for SyncOptions {
 /// Where job outcomes go: report, ledger, progress, log.
 struct Recorder<'a> {
     run_id: String,
+    /// When the run started, for each job's `finished_ms`.
+    started: Instant,
     ledger: Option<&'a Ledger>,
     progress: &'a Progress,
     jobs: Mutex<Vec<JobReport>>,
@@ -173,6 +175,7 @@ impl Recorder<'_> {
             error_class: class,
             bytes,
             duration_ms,
+            finished_ms: self.started.elapsed().as_millis() as u64,
         });
     }
 }
@@ -237,6 +240,7 @@ pub async fn run(
     let ledger = if opts.dry_run { None } else { ledger };
     let recorder = Recorder {
         run_id: uuid::Uuid::new_v4().to_string(),
+        started,
         ledger,
         progress,
         jobs: Mutex::new(Vec::new()),

@@ -41,6 +41,9 @@ pub struct JobReport {
     pub bytes: u64,
     /// Wall time.
     pub duration_ms: u64,
+    /// When it ended: milliseconds from the start of the run (what a timeline of the run is
+    /// drawn from).
+    pub finished_ms: u64,
 }
 
 /// A repository-level event: created, skipped (refresh mode), or failed before any tag.
