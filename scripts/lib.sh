@@ -39,13 +39,15 @@ PY
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2-$1:.2f}')"; }
 
-# start_moto -> moto_server from $ECR_SYNC_VENV (default .venv) on a free port, MOTO_PID set, and
-# the AWS environment (dummy credentials, its endpoint) exported for the benchmark's binaries.
+# start_moto -> moto from $ECR_SYNC_VENV (default .venv), through testkit/moto_strict.py (as strict
+# as AWS where moto is laxer), on a free port, MOTO_PID set, and the AWS environment (dummy
+# credentials, its endpoint) exported for the benchmark's binaries.
 start_moto() {
   local venv=${ECR_SYNC_VENV:-.venv} port
   [ -x "$venv/bin/moto_server" ] || { echo "moto is missing: run scripts/test.sh first (it creates $venv)"; exit 1; }
   port=$(free_port)
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+  "$venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/../testkit/moto_strict.py" -H 127.0.0.1 -p "$port" \
+    >"$WORK/moto.log" 2>&1 &
   MOTO_PID=$!; STARTED_PIDS+=($MOTO_PID)
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break; sleep 0.2; done
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \

@@ -267,8 +267,9 @@ check "checkov: no failed checks (skips are inline and justified)" checkov_clean
 
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # moto_server, with DynamoDB and GetQueueUrl calls authorized against their table or queue
-# and IAM denials logged (see moto_strict.py); enforcement itself starts off.
-"$PY" "$INFRA/test/moto_strict.py" -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
+# and IAM denials logged, conditional writes atomic (see testkit/moto_strict.py); enforcement
+# itself starts off.
+"$PY" "$INFRA/../testkit/moto_strict.py" -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
 MOTO_URL="http://127.0.0.1:$PORT"
 note "moto: pid $MOTO_PID at $MOTO_URL"

@@ -1,6 +1,8 @@
-//! A moto server (`moto_server`) from the project's virtualenv on a free loopback port.
-//! The virtualenv is `$ECR_SYNC_VENV`, else `.venv` at the workspace root; `scripts/test.sh`
-//! creates it.
+//! A moto server from the project's virtualenv on a free loopback port: moto's own server, run
+//! through `moto_strict.py` (beside this crate's `Cargo.toml`), which makes it as strict as AWS
+//! where moto is laxer — atomic conditional writes in DynamoDB, no message lost by SQS when a
+//! send meets a delete, IAM checked as AWS does when enforcement is on. The virtualenv is
+//! `$ECR_SYNC_VENV`, else `.venv` at the workspace root; `scripts/test.sh` creates it.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,9 +22,19 @@ pub fn moto_binary() -> PathBuf {
     venv.join("bin/moto_server")
 }
 
+/// The stand-in's patches to moto, run with the virtualenv's Python (`python -c`), so that a
+/// binary built from this crate needs no file beside it.
+pub const MOTO_STRICT: &str = include_str!("../moto_strict.py");
+
 impl MotoProcess {
     /// Starts moto and waits until it answers.
     pub async fn start() -> MotoProcess {
+        MotoProcess::start_with_env(&[]).await
+    }
+
+    /// [`MotoProcess::start`] with extra environment for the server (`MOTO_STRICT_LAX`,
+    /// `MOTO_STRICT_WIDEN_MS`: see `moto_strict.py`).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> MotoProcess {
         let bin = moto_binary();
         assert!(
             bin.exists(),
@@ -30,8 +42,17 @@ impl MotoProcess {
             bin.display()
         );
         let port = crate::free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let python = bin.with_file_name("python");
+        let child = Command::new(&python)
+            .args([
+                "-c",
+                MOTO_STRICT,
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

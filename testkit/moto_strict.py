@@ -1,8 +1,30 @@
-"""moto_server, with an IAM check that matches AWS for the calls the fleet test makes.
+"""moto_server as strict as AWS on the rules ecr-sync's tests rely on, where moto is laxer.
 
     moto_strict.py -H 127.0.0.1 -p PORT      the same arguments as moto_server
 
-run.sh's fleet test runs the planner and the worker under the module's task roles with
+Every moto the tests, the load test, the benchmarks and infra/test/run.sh start is this one.
+
+## One request at a time where AWS is atomic
+
+moto's server answers each request on its own thread, and moto's models take no lock where
+the services promise atomicity:
+
+- DynamoDB: a conditional write reads the item, checks the condition and writes, unlocked.
+  Two writes to one item at the same moment can both pass their conditions, and the later one
+  wins — a worker's `running` landing on the `succeeded` another request wrote a moment
+  before, which DynamoDB's condition would have refused. Every DynamoDB call here holds one
+  lock (moto is CPU-bound on the GIL anyway).
+- SQS: DeleteMessage rebuilds the queue's message list without the lock SendMessage appends
+  under; a message sent during the rebuild is dropped — lost, which SQS never does. Deletes
+  here hold the queue's lock.
+
+`MOTO_STRICT_LAX=1` leaves both as moto has them and `MOTO_STRICT_WIDEN_MS=N` holds every
+DynamoDB item read N ms: testkit's `moto_strict` test shows with them that moto's own
+conditional writes race and this stand-in's do not.
+
+## IAM as AWS checks it
+
+infra/test/run.sh's fleet test runs the planner and the worker under the module's task roles with
 moto's IAM enforcement on (POST /moto-api/reset-auth). moto checks a call's action against
 the caller's identity policies, matching each statement's Resource against the ARN the
 service's handler names. moto 5 names one for SQS (the queue of QueueUrl), S3 (bucket or
@@ -25,10 +47,17 @@ Still not evaluated: conditions (moto treats an identity policy's conditions as 
 resource-based policies (only a bucket policy's Deny, on object calls), session expiry.
 """
 
+import functools
+import os
 import sys
+import threading
+import time
 
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.iam.access_control import IAMRequestBase
+from moto.sqs.models import Queue
 from moto.sqs.responses import SQSResponse
 from moto.utilities.utils import get_partition
 
@@ -87,6 +116,53 @@ assert not hasattr(DynamoHandler, "_determine_resource"), "moto's DynamoHandler 
 DynamoHandler._determine_resource = dynamodb_resource
 SQSResponse._determine_resource = sqs_resource
 IAMRequestBase.check_action_permitted = check_and_log
+
+DYNAMODB_LOCK = threading.RLock()
+
+# Every DynamoDB backend call that reads or writes items (a read while another call writes
+# could otherwise see half an update, or a table changing size under a scan).
+DYNAMODB_ITEM_CALLS = [
+    "put_item", "get_item", "query", "scan", "update_item", "delete_item",
+    "transact_write_items", "transact_get_items", "batch_get_item", "batch_write_item",
+    "execute_statement", "execute_transaction", "batch_execute_statement",
+]
+
+
+def one_at_a_time(lock, fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with lock:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+def delete_under_lock(delete):
+    @functools.wraps(delete)
+    def locked(self, receipt_handle):
+        with self._messages_lock:
+            return delete(self, receipt_handle)
+
+    return locked
+
+
+def slow_reads(get_item, seconds):
+    @functools.wraps(get_item)
+    def slow(*args, **kwargs):
+        item = get_item(*args, **kwargs)
+        time.sleep(seconds)
+        return item
+
+    return slow
+
+
+if os.environ.get("MOTO_STRICT_LAX") != "1":
+    for name in DYNAMODB_ITEM_CALLS:
+        setattr(DynamoDBBackend, name, one_at_a_time(DYNAMODB_LOCK, getattr(DynamoDBBackend, name)))
+    Queue.delete_message = delete_under_lock(Queue.delete_message)
+WIDEN_MS = int(os.environ.get("MOTO_STRICT_WIDEN_MS") or 0)
+if WIDEN_MS:
+    Table.get_item = slow_reads(Table.get_item, WIDEN_MS / 1000)
 
 if __name__ == "__main__":
     from moto.server import main
