@@ -107,9 +107,29 @@ impl Generated {
 /// then run `spec.parallelism` at a time, in any order, without changing a byte. Shared base
 /// layers go into each repository that uses them once, before its images.
 pub async fn generate(registry_url: &str, spec: &FleetSpec) -> anyhow::Result<Generated> {
+    generate_with(
+        Seeder::new(reqwest::Client::new(), registry_url, None),
+        spec,
+    )
+    .await
+}
+
+/// The repositories the fleet `spec` describes: `{prefix}/app{i}`.
+pub fn repo_names(spec: &FleetSpec) -> Vec<String> {
+    (0..spec.repos)
+        .map(|i| repo_name(&spec.prefix, i))
+        .collect()
+}
+
+fn repo_name(prefix: &str, index: usize) -> String {
+    format!("{prefix}/app{index}")
+}
+
+/// [`generate`] through `seeder` (a registry with credentials, such as ECR).
+pub async fn generate_with(seeder: Seeder, spec: &FleetSpec) -> anyhow::Result<Generated> {
     check(spec)?;
     let fleet = plan(spec);
-    let seeder = Arc::new(Seeder::new(reqwest::Client::new(), registry_url, None));
+    let seeder = Arc::new(seeder);
     let bases: Arc<Vec<SharedBase>> = Arc::new(
         fleet
             .bases
@@ -257,7 +277,7 @@ fn plan(spec: &FleetSpec) -> FleetPlan {
             tags.push(TagPlan {
                 repo_index,
                 tag_index,
-                repo: format!("{}/app{repo_index}", spec.prefix),
+                repo: repo_name(&spec.prefix, repo_index),
                 tag: format!("v{tag_index}"),
                 index: multi_arch[n],
                 base,

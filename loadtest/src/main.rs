@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ecr_sync_loadtest::generate::{generate, FleetSpec};
 use ecr_sync_loadtest::report::{self, RunResult};
 use ecr_sync_loadtest::run::{compare_skopeo, run, Mode, RunOpts};
-use ecr_sync_loadtest::stack::{bin_dir, LocalStack};
+use ecr_sync_loadtest::stack::{bin_dir, Given, Stack};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Start the local stack, generate a fleet, run it (and optionally a warm rerun), verify,
     /// and write result.json, summary.md and chart.svg.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Push a synthetic fleet into a registry and print what was pushed (JSON).
     Generate {
         /// The registry (`http://127.0.0.1:5000`).
@@ -44,6 +44,9 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct FleetArgs {
+    /// Repositories are named `PREFIX/app0`, `PREFIX/app1`, ….
+    #[arg(long, default_value = "load")]
+    prefix: String,
     /// Repositories.
     #[arg(long, default_value_t = 10)]
     repos: usize,
@@ -70,6 +73,7 @@ struct FleetArgs {
 impl FleetArgs {
     fn spec(&self) -> FleetSpec {
         FleetSpec {
+            prefix: self.prefix.clone(),
             repos: self.repos,
             tags_per_repo: self.tags,
             seed: self.seed,
@@ -127,6 +131,70 @@ struct RunArgs {
     /// Where ecr-sync and ecr-sync-worker are [default: next to this binary].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    given: GivenArgs,
+}
+
+/// Resources to run on instead of the local stack (your own AWS account, say). AWS is reached
+/// with this process's settings (environment, profile or role), and so are the workers and
+/// the planner it starts.
+#[derive(Args)]
+struct GivenArgs {
+    /// The source registry to push the synthetic fleet into, `host[:port]` as a config names
+    /// it (an ECR host: its repositories are created, mutable). Given with
+    /// --destination-registry, the run uses no local stack.
+    #[arg(long, requires = "destination_registry")]
+    source_registry: Option<String>,
+    /// The destination registry, `host[:port]` (an ECR host: `plan` creates its repositories).
+    #[arg(long, requires = "source_registry")]
+    destination_registry: Option<String>,
+    /// A JSON file holding the config's `registries` object for these hosts (`endpoint`,
+    /// `plain_http`, `ca_file`, `username_env`/`password_env`, `ecr_auth`).
+    #[arg(long, requires = "source_registry")]
+    registries: Option<PathBuf>,
+    /// The fleet's jobs queue (fleet mode on given registries).
+    #[arg(long, requires = "source_registry")]
+    queue_url: Option<String>,
+    /// The jobs queue's dead-letter queue.
+    #[arg(long, requires = "source_registry")]
+    dlq_url: Option<String>,
+    /// The fleet's DynamoDB ledger table.
+    #[arg(long, requires = "source_registry")]
+    ledger_table: Option<String>,
+}
+
+impl GivenArgs {
+    /// The given resources, or `None` for the local stack.
+    fn given(&self) -> anyhow::Result<Option<Given>> {
+        let (Some(source), Some(destination)) = (&self.source_registry, &self.destination_registry)
+        else {
+            return Ok(None);
+        };
+        let registries = match &self.registries {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("--registries: cannot read {}", file.display()))?;
+                let value: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("--registries: {} is not JSON", file.display()))?;
+                if !value.is_object() {
+                    anyhow::bail!(
+                        "--registries: {} must hold a JSON object keyed by registry host",
+                        file.display()
+                    );
+                }
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Some(Given {
+            source_registry: source.clone(),
+            destination_registry: destination.clone(),
+            registries,
+            queue_url: self.queue_url.clone(),
+            dlq_url: self.dlq_url.clone(),
+            ledger_table: self.ledger_table.clone(),
+        }))
+    }
 }
 
 fn every(percent: u64) -> u64 {
@@ -151,8 +219,24 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
         Mode::Sync => vec![1],
         Mode::Fleet => args.workers.clone(),
     };
-    if counts.is_empty() || counts.contains(&0) {
-        anyhow::bail!("--workers: give one or more counts above 0, such as 4 or 1,2,4");
+    let given = args.given.given()?;
+    // On given resources a deployed fleet may do the work: 0 starts no worker here.
+    let zero_ok = given.is_some() && counts == [0];
+    if counts.is_empty() || (counts.contains(&0) && !zero_ok) {
+        anyhow::bail!("--workers: give one or more counts above 0, such as 4 or 1,2,4 (0, alone, only on given resources: a deployed fleet does the work)");
+    }
+    if given.is_some() {
+        let local_only = [
+            (args.registry_fault_percent > 0, "--registry-fault-percent"),
+            (args.aws_fault_percent > 0, "--aws-fault-percent"),
+            (args.compare.is_some(), "--compare"),
+        ];
+        if let Some((_, flag)) = local_only.iter().find(|(set, _)| *set) {
+            anyhow::bail!("{flag} needs the local stack (its proxies and registries); leave it out with --source-registry");
+        }
+        if args.mode == Mode::Fleet && args.given.queue_url.is_none() {
+            anyhow::bail!("the fleet on given registries needs --queue-url, --dlq-url and --ledger-table (or --mode sync)");
+        }
     }
     let mut results = Vec::new();
     for &workers in &counts {
@@ -166,7 +250,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
         } else {
             args.out.join("logs")
         };
-        results.extend(run_one(&args, workers, scenario, &logs).await?);
+        results.extend(run_one(&args, given.clone(), workers, scenario, &logs).await?);
     }
     write_outputs(&args.out, &results)?;
     print!("{}", report::markdown(&results));
@@ -180,17 +264,22 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
 /// One worker count on a fresh stack: generate, run (compare, warm rerun), keep the logs.
 async fn run_one(
     args: &RunArgs,
+    given: Option<Given>,
     workers: usize,
     scenario: String,
     logs: &std::path::Path,
 ) -> anyhow::Result<Vec<RunResult>> {
-    let mut stack = LocalStack::start(bin_dir(args.bin_dir.clone())?).await?;
+    let bins = bin_dir(args.bin_dir.clone())?;
+    let mut stack = match given {
+        Some(given) => Stack::given(bins, given).await?,
+        None => Stack::start_local(bins).await?,
+    };
     let spec = args.fleet.spec();
     eprintln!(
-        "generating {} repositories x {} tags",
-        spec.repos, spec.tags_per_repo
+        "generating {} repositories x {} tags into {}",
+        spec.repos, spec.tags_per_repo, stack.source.host
     );
-    let generated = generate(&stack.src.url(), &spec).await?;
+    let generated = stack.generate(&spec).await?;
     eprintln!(
         "generated {} tags, {} blobs, {:.1} MB in {:.1} s",
         generated.images.len(),
@@ -233,7 +322,7 @@ async fn run_one(
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run(args) => run_command(args).await,
+        Command::Run(args) => run_command(*args).await,
         Command::Generate { registry, fleet } => {
             generate(&registry, &fleet.spec()).await.and_then(|g| {
                 println!("{}", serde_json::to_string_pretty(&g)?);

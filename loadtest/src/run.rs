@@ -4,7 +4,7 @@
 
 use crate::generate::Generated;
 use crate::report::{AwsPerJob, Compare, Percentiles, RunResult, Sample};
-use crate::stack::{cpu_seconds, json_of, peak_rss_mib, LocalStack};
+use crate::stack::{cpu_seconds, json_of, peak_rss_mib, Stack};
 use crate::verify::{verify, DeadLetter};
 use anyhow::{bail, Context};
 use ecr_sync_testkit::awsproxy::{Chaos, SQS_OPS};
@@ -69,54 +69,71 @@ const FINAL: [&str; 5] = ["succeeded", "skipped", "superseded", "conflict", "dea
 
 /// Runs `generated`'s fleet through `opts.mode` on `stack` and measures it.
 pub async fn run(
-    stack: &mut LocalStack,
+    stack: &mut Stack,
     generated: &Generated,
     opts: &RunOpts,
 ) -> anyhow::Result<RunResult> {
     stack.write_config(&generated.repos(), opts.concurrency)?;
-    // Each fault rate is shared evenly by its kinds.
-    let quarter = opts.registry_fault_every * 4;
-    stack.src_proxy.set_faults(Faults {
-        reset_every: quarter,
-        error_every: quarter,
-        throttle_bare_every: quarter,
-        slow_every: quarter,
-        slow_by: SLOW_REGISTRY_ANSWER,
-        ..Default::default()
-    });
-    stack.src_proxy.reset_counts();
-    stack.dst_proxy.reset_counts();
-    let injected_before = stack.src_proxy.injected();
-    let quarter = opts.aws_fault_every * 4;
-    stack.aws.set_chaos(Chaos {
-        error_every: quarter,
-        throttle_every: quarter,
-        stall_every: quarter,
-        stall: STALLED_AWS_CALL,
-        lose_every: quarter,
-    });
-    let aws_before = stack.aws.chaos_injected();
+    let (mut injected_before, mut aws_before) = (0, 0);
+    match stack.local() {
+        Some(local) => {
+            // Each fault rate is shared evenly by its kinds.
+            let quarter = opts.registry_fault_every * 4;
+            local.src_proxy.set_faults(Faults {
+                reset_every: quarter,
+                error_every: quarter,
+                throttle_bare_every: quarter,
+                slow_every: quarter,
+                slow_by: SLOW_REGISTRY_ANSWER,
+                ..Default::default()
+            });
+            local.src_proxy.reset_counts();
+            local.dst_proxy.reset_counts();
+            injected_before = local.src_proxy.injected();
+            let quarter = opts.aws_fault_every * 4;
+            local.aws.set_chaos(Chaos {
+                error_every: quarter,
+                throttle_every: quarter,
+                stall_every: quarter,
+                stall: STALLED_AWS_CALL,
+                lose_every: quarter,
+            });
+            aws_before = local.aws.chaos_injected();
+        }
+        // Faults are injected by the local stack's proxies.
+        None if opts.registry_fault_every > 0 || opts.aws_fault_every > 0 => {
+            bail!("registry and AWS faults need the local stack (its proxies inject them); on given resources, kill workers instead")
+        }
+        None => {}
+    }
     let mut result = match opts.mode {
         Mode::Sync => run_sync(stack, opts).await?,
         Mode::Fleet => run_fleet(stack, opts).await?,
     };
-    stack.src_proxy.set_faults(Faults::default());
-    stack.aws.set_chaos(Chaos::default());
-    let aws_injected = stack.aws.chaos_injected() - aws_before;
-    if aws_injected > 0 {
-        result.faults.insert("aws_faults".into(), aws_injected);
+    if let Some(local) = stack.local() {
+        local.src_proxy.set_faults(Faults::default());
+        local.aws.set_chaos(Chaos::default());
+        let aws_injected = local.aws.chaos_injected() - aws_before;
+        if aws_injected > 0 {
+            result.faults.insert("aws_faults".into(), aws_injected);
+        }
+        let injected = local.src_proxy.injected() - injected_before;
+        if injected > 0 {
+            result.faults.insert("registry_faults".into(), injected);
+        }
+        result.blob_requests = Some(local.src_proxy.blob_requests() as u64);
+        result.requests_per_tag =
+            Some(local.src_proxy.requests().len() as f64 / generated.images.len().max(1) as f64);
+        result.verdict.duplicated = Some(duplicated_copies(&local.dst_proxy.requests()));
     }
+    result.resources = match stack.local() {
+        Some(_) => "local stack".into(),
+        None => format!("given: {} → {}", stack.source.host, stack.destination.host),
+    };
     result.scenario = opts.scenario.clone();
     result.mode = opts.mode.as_str().to_string();
     result.concurrency = opts.concurrency;
     result.tags = generated.images.len();
-    result.blob_requests = stack.src_proxy.blob_requests() as u64;
-    result.requests_per_tag =
-        stack.src_proxy.requests().len() as f64 / generated.images.len().max(1) as f64;
-    let injected = stack.src_proxy.injected() - injected_before;
-    if injected > 0 {
-        result.faults.insert("registry_faults".into(), injected);
-    }
     if opts.registry_fault_every > 0 || opts.aws_fault_every > 0 {
         let every = |n: u64| {
             if n == 0 {
@@ -142,9 +159,15 @@ pub async fn run(
         result.amplification = Some(streamed / generated.unique_blob_bytes as f64);
     }
     let stuck = std::mem::take(&mut result.verdict.stuck);
-    result.verdict = verify(&stack.dst, generated, &dead_letters(stack, opts.mode)?).await;
-    result.verdict.stuck = stuck;
-    result.verdict.duplicated = Some(duplicated_copies(&stack.dst_proxy.requests()));
+    let duplicated = result.verdict.duplicated;
+    result.verdict = verify(
+        &stack.destination,
+        generated,
+        &dead_letters(stack, opts.mode)?,
+    )
+    .await;
+    result.verdict.stuck.splice(0..0, stuck);
+    result.verdict.duplicated = duplicated;
     result.verdict.ledger_agrees = ledger_agrees(&result, generated);
     Ok(result)
 }
@@ -165,7 +188,7 @@ pub fn duplicated_copies(requests: &[(String, String)]) -> u64 {
 }
 
 /// The dead-lettered jobs (fleet), as the DLQ holds them.
-fn dead_letters(stack: &LocalStack, mode: Mode) -> anyhow::Result<Vec<DeadLetter>> {
+fn dead_letters(stack: &Stack, mode: Mode) -> anyhow::Result<Vec<DeadLetter>> {
     if mode == Mode::Sync {
         return Ok(Vec::new());
     }
@@ -205,7 +228,7 @@ fn ledger_agrees(result: &RunResult, generated: &Generated) -> bool {
     emitted_ok && (result.jobs_emitted == 0 || good == present.min(result.jobs_emitted))
 }
 
-async fn run_sync(stack: &LocalStack, opts: &RunOpts) -> anyhow::Result<RunResult> {
+async fn run_sync(stack: &Stack, opts: &RunOpts) -> anyhow::Result<RunResult> {
     let report = stack.dir.path().join("sync-report.json");
     let ledger = stack.dir.path().join("sync-ledger.db");
     let log = std::fs::File::create(stack.dir.path().join("sync.log"))?;
@@ -256,15 +279,34 @@ async fn run_sync(stack: &LocalStack, opts: &RunOpts) -> anyhow::Result<RunResul
     for state in ["copied", "skipped", "failed"] {
         jobs.insert(state.to_string(), count(state));
     }
-    timeline.push(Sample {
-        t_s: wall_s,
-        done: jobs_list.len() as u64,
-        backlog: 0,
-    });
+    let finished: Vec<f64> = jobs_list
+        .iter()
+        .filter_map(|j| j["finished_ms"].as_f64())
+        .map(|ms| ms / 1000.0)
+        .collect();
+    timeline.extend(sync_timeline(
+        &finished,
+        opts.sample_every.as_secs_f64(),
+        wall_s,
+    ));
     if let Some(b) = r["peak_rss_bytes"].as_u64() {
         rss = rss.max(b as f64 / (1024.0 * 1024.0));
     }
+    // The local stack counts the source's requests at its proxy; elsewhere `sync`'s own count
+    // is what there is.
+    let source = &stack.source.host;
+    let (requests_per_tag, blob_requests) = match stack.local() {
+        Some(_) => (None, None),
+        None => (
+            r["requests"][source]
+                .as_u64()
+                .map(|n| n as f64 / jobs_list.len().max(1) as f64),
+            r["blob_requests"][source].as_u64(),
+        ),
+    };
     Ok(RunResult {
+        requests_per_tag,
+        blob_requests,
         workers: 1,
         wall_s,
         jobs,
@@ -276,6 +318,37 @@ async fn run_sync(stack: &LocalStack, opts: &RunOpts) -> anyhow::Result<RunResul
         timeline,
         ..Default::default()
     })
+}
+
+/// A `sync` run's progress over time from when each job ended (seconds from the start): one
+/// sample every `every` seconds until `wall_s`, then one at `wall_s`. The backlog is what had
+/// not ended yet (`sync` plans while it copies, so it is counted against the final total).
+pub fn sync_timeline(finished_s: &[f64], every: f64, wall_s: f64) -> Vec<Sample> {
+    let mut ends = finished_s.to_vec();
+    ends.sort_by(f64::total_cmp);
+    let total = ends.len() as u64;
+    let at = |t: f64| {
+        let done = ends.partition_point(|e| *e <= t) as u64;
+        Sample {
+            t_s: t,
+            done,
+            backlog: total - done,
+        }
+    };
+    let steps = if every > 0.0 {
+        (wall_s / every).floor() as usize
+    } else {
+        0
+    };
+    let mut samples: Vec<Sample> = (1..=steps).map(|i| at(i as f64 * every)).collect();
+    if samples.last().is_none_or(|s| s.t_s < wall_s) {
+        samples.push(Sample {
+            done: total,
+            backlog: 0,
+            ..at(wall_s)
+        });
+    }
+    samples
 }
 
 /// The kill schedule: a random worker SIGKILLed (and a new one started) every `every`, on
@@ -296,7 +369,7 @@ impl Killer {
         &mut self,
         work: impl std::future::Future<Output = T>,
         workers: &mut Workers,
-        stack: &LocalStack,
+        stack: &Stack,
         concurrency: usize,
     ) -> anyhow::Result<T> {
         tokio::pin!(work);
@@ -338,7 +411,7 @@ impl Drop for Workers {
 }
 
 impl Workers {
-    fn spawn(&mut self, stack: &LocalStack, concurrency: usize) -> anyhow::Result<()> {
+    fn spawn(&mut self, stack: &Stack, concurrency: usize) -> anyhow::Result<()> {
         let n = self.started;
         self.started += 1;
         let err = std::fs::File::create(stack.dir.path().join(format!("worker{n}.err")))?;
@@ -400,9 +473,15 @@ impl Workers {
     }
 }
 
-async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<RunResult> {
+async fn run_fleet(stack: &mut Stack, opts: &RunOpts) -> anyhow::Result<RunResult> {
     if stack.queue_url.is_empty() {
+        if stack.local().is_none() {
+            bail!("the fleet on given resources needs --queue-url, --dlq-url and --ledger-table");
+        }
         stack.bootstrap(ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT)?;
+    }
+    if opts.workers == 0 && opts.kill_every.is_some() {
+        bail!("--kill-every-seconds needs workers to kill: give --workers above 0");
     }
     let mut workers = Workers {
         children: Vec::new(),
@@ -414,8 +493,11 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
     }
     // Workers first, idle on the queue, so the clock measures the path and not process start.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.aws.reset_counts();
-    let moto_cpu_before = cpu_seconds(stack.moto.pid());
+    if let Some(local) = stack.local() {
+        local.aws.reset_counts();
+    }
+    let moto_pid = stack.local().map(|l| l.moto.pid());
+    let moto_cpu_before = moto_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let started_at = SystemTime::now();
     let mut killer = Killer {
@@ -499,17 +581,24 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         };
     let wall_s = started.elapsed().as_secs_f64();
     workers.stop(Duration::from_secs(30)).await;
-    let moto_cpu = match (moto_cpu_before, cpu_seconds(stack.moto.pid())) {
+    let moto_cpu = match (moto_cpu_before, moto_pid.and_then(cpu_seconds)) {
         (Some(a), Some(b)) => Some((b - a) / wall_s.max(1e-9)),
         _ => None,
     };
-    let counts = stack.aws.counts();
-    let sqs: u64 = SQS_OPS
-        .iter()
-        .filter(|op| **op != "GetQueueAttributes" && **op != "GetQueueUrl")
-        .map(|op| counts.calls(op))
-        .sum();
-    let writes = counts.dynamodb_item_writes() + counts.dynamodb_index_writes();
+    // Counted by the local stack's AWS proxy; not measured on given resources.
+    let aws_per_job = stack.local().filter(|_| planned > 0).map(|local| {
+        let counts = local.aws.counts();
+        let sqs: u64 = SQS_OPS
+            .iter()
+            .filter(|op| **op != "GetQueueAttributes" && **op != "GetQueueUrl")
+            .map(|op| counts.calls(op))
+            .sum();
+        let writes = counts.dynamodb_item_writes() + counts.dynamodb_index_writes();
+        AwsPerJob {
+            sqs_requests: sqs as f64 / planned as f64,
+            dynamodb_writes: writes as f64 / planned as f64,
+        }
+    });
     let (latency_ms, bytes) = if plan_error.is_none() {
         ledger_details(stack, &run_id, started_at).await?
     } else {
@@ -523,10 +612,7 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         jobs_emitted: planned,
         mb_per_s: bytes as f64 / 1e6 / wall_s.max(1e-9),
         latency_ms,
-        aws_per_job: (planned > 0).then(|| AwsPerJob {
-            sqs_requests: sqs as f64 / planned as f64,
-            dynamodb_writes: writes as f64 / planned as f64,
-        }),
+        aws_per_job,
         peak_rss_mib: BTreeMap::from([("worker".to_string(), workers.peak_rss)]),
         kills_at_s: killer.at_s,
         timeline,
@@ -542,32 +628,69 @@ async fn run_fleet(stack: &mut LocalStack, opts: &RunOpts) -> anyhow::Result<Run
         result.verdict.stuck = vec![format!("the plan stopped after {plan_s:.1} s: {e}")];
     } else if !finished {
         result.verdict.stuck = vec![format!(
-            "{} of {planned} jobs not final after {:?}",
+            "{} of {planned} jobs not final after {:?}; {}",
             planned - result.timeline.last().map_or(0, |s| s.done),
-            opts.timeout
+            opts.timeout,
+            queue_depths(stack).await
         )];
+        result
+            .verdict
+            .stuck
+            .extend(unfinished_jobs(stack, &run_id).await);
     }
     Ok(result)
 }
 
+/// What the jobs queue and its dead-letter queue hold (visible, in flight): where the
+/// messages of jobs that did not end are, if anywhere.
+async fn queue_depths(stack: &Stack) -> String {
+    let sqs = stack.aws().sqs().await;
+    let mut parts = Vec::new();
+    for (name, url) in [("queue", &stack.queue_url), ("DLQ", &stack.dlq_url)] {
+        let queue = ecr_sync::fleet::queue::Queue::new(sqs.clone(), url);
+        parts.push(match queue.depth().await {
+            Ok((visible, in_flight)) => {
+                format!("{name}: {visible} visible, {in_flight} in flight")
+            }
+            Err(e) => format!("{name}: cannot read its depth ({e})"),
+        });
+    }
+    parts.join(", ")
+}
+
+/// The run's jobs the ledger holds in a state that is not final, one line each with what
+/// ties it to the logs (worker, attempts, last change).
+async fn unfinished_jobs(stack: &Stack, run_id: &str) -> Vec<String> {
+    let ledger =
+        ecr_sync::fleet::ledger::FleetLedger::new(stack.aws().dynamodb().await, &stack.table);
+    match ledger.run_contents(run_id).await {
+        Ok((_, jobs)) => jobs
+            .iter()
+            .filter(|j| !j.state.is_final())
+            .map(|j| {
+                format!(
+                    "{} ({}): {} on {}, attempt {}, last change {}",
+                    j.source,
+                    j.job_id,
+                    j.state,
+                    j.worker.as_deref().unwrap_or("no worker"),
+                    j.attempts,
+                    j.updated_at
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("cannot read the ledger's jobs: {e}")],
+    }
+}
+
 /// Job latency (plan start → the job's final write) and bytes streamed, from the ledger.
 async fn ledger_details(
-    stack: &LocalStack,
+    stack: &Stack,
     run_id: &str,
     started_at: SystemTime,
 ) -> anyhow::Result<(Percentiles, u64)> {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(stack.moto.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing", "testing", None, None, "loadtest",
-        ))
-        .load()
-        .await;
-    let ledger = ecr_sync::fleet::ledger::FleetLedger::new(
-        aws_sdk_dynamodb::Client::new(&conf),
-        &stack.table,
-    );
+    let ledger =
+        ecr_sync::fleet::ledger::FleetLedger::new(stack.aws().dynamodb().await, &stack.table);
     let (_, jobs) = ledger.run_contents(run_id).await?;
     let start = time::OffsetDateTime::from(started_at);
     let mut latencies: Vec<f64> = jobs
@@ -588,13 +711,16 @@ async fn ledger_details(
 /// The same fleet through `skopeo sync` (one process, every tag, every platform) into a fresh
 /// destination registry, timed: what `--compare skopeo` reports next to `ours`.
 pub async fn compare_skopeo(
-    stack: &LocalStack,
+    stack: &Stack,
     generated: &Generated,
     ours: &RunResult,
 ) -> anyhow::Result<Compare> {
+    let Some(local) = stack.local() else {
+        bail!("--compare needs the local stack (skopeo reads its source registry without credentials)");
+    };
     let dst = RegistryProcess::start(RegistryOpts::default()).await;
     // skopeo's YAML source: every tag of every repository, plain HTTP.
-    let mut yaml = format!("{}:\n  tls-verify: false\n  images:\n", stack.src.host());
+    let mut yaml = format!("{}:\n  tls-verify: false\n  images:\n", local.src.host());
     for repo in generated.repos() {
         yaml.push_str(&format!("    {repo}:\n"));
         for image in generated.images.iter().filter(|i| i.repo == repo) {
@@ -628,7 +754,7 @@ pub async fn compare_skopeo(
 
 #[cfg(test)]
 mod tests {
-    use super::duplicated_copies;
+    use super::{duplicated_copies, sync_timeline};
 
     #[test]
     fn duplicated_copies_count_repeated_tag_puts_only() {
@@ -647,5 +773,17 @@ mod tests {
         ];
         assert_eq!(duplicated_copies(&requests), 2);
         assert_eq!(duplicated_copies(&[]), 0);
+    }
+
+    #[test]
+    fn a_sync_timeline_counts_jobs_ended_by_each_sample() {
+        // Jobs ended at 0.2, 0.4, 1.1 and 2.3 s of a 2.4 s run, sampled every second.
+        let t = sync_timeline(&[1.1, 0.2, 2.3, 0.4], 1.0, 2.4);
+        let points: Vec<(f64, u64, u64)> = t.iter().map(|s| (s.t_s, s.done, s.backlog)).collect();
+        assert_eq!(points, [(1.0, 2, 2), (2.0, 3, 1), (2.4, 4, 0)]);
+        // A warm run that ended no job has one sample, at the end.
+        let warm = sync_timeline(&[], 0.5, 0.3);
+        assert_eq!(warm.len(), 1);
+        assert_eq!((warm[0].done, warm[0].backlog), (0, 0));
     }
 }

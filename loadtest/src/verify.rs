@@ -4,7 +4,7 @@
 
 use crate::generate::Generated;
 use crate::report::Verdict;
-use ecr_sync_testkit::registry::RegistryProcess;
+use crate::stack::Endpoint;
 use futures_util::StreamExt;
 
 /// A dead-lettered job, as the DLQ lists it.
@@ -53,10 +53,11 @@ impl DeadLetter {
     }
 }
 
-/// Reads every generated tag at `dst` (16 at a time) and sorts out what is missing or wrong.
-/// `ledger_agrees` is left for the caller, which knows the ledger.
-pub async fn verify(dst: &RegistryProcess, generated: &Generated, dead: &[DeadLetter]) -> Verdict {
-    let found: Vec<Option<String>> = futures_util::stream::iter(&generated.images)
+/// Reads every generated tag at `dst` (16 at a time) and sorts out what is missing or wrong; a
+/// tag that cannot be read is reported stuck, with why. `ledger_agrees` is left for the
+/// caller, which knows the ledger.
+pub async fn verify(dst: &Endpoint, generated: &Generated, dead: &[DeadLetter]) -> Verdict {
+    let found: Vec<anyhow::Result<Option<String>>> = futures_util::stream::iter(&generated.images)
         .map(|i| dst.digest(&i.repo, &i.tag))
         .buffered(16)
         .collect()
@@ -69,11 +70,12 @@ pub async fn verify(dst: &RegistryProcess, generated: &Generated, dead: &[DeadLe
     for (image, digest) in generated.images.iter().zip(found) {
         let name = format!("{}:{}", image.repo, image.tag);
         match digest {
-            Some(d) if d == image.digest => v.present += 1,
-            Some(d) => v
+            Err(e) => v.stuck.push(format!("{e:#}")),
+            Ok(Some(d)) if d == image.digest => v.present += 1,
+            Ok(Some(d)) => v
                 .corrupt
                 .push(format!("{name} holds {d}, not {}", image.digest)),
-            None => {
+            Ok(None) => {
                 let suffix = format!("/{name}");
                 // A dead-lettered job explains a missing tag; a redriven message of a job
                 // that succeeded does not.

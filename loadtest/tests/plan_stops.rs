@@ -1,28 +1,28 @@
 //! A plan that stops (as it does at scale when moto's SQS falls behind) is reported with what
 //! the run measured, not turned into a run without a report.
 
-use ecr_sync_loadtest::generate::{generate, FleetSpec};
+use ecr_sync_loadtest::generate::FleetSpec;
 use ecr_sync_loadtest::report;
 use ecr_sync_loadtest::run::{run, Mode, RunOpts};
-use ecr_sync_loadtest::stack::{bin_dir, LocalStack};
+use ecr_sync_loadtest::stack::{bin_dir, Stack};
 use ecr_sync_testkit::awsproxy::OpFault;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_that_cannot_send_is_a_failed_run_with_a_report() {
-    let mut stack = LocalStack::start(bin_dir(None).unwrap()).await.unwrap();
+    let mut stack = Stack::start_local(bin_dir(None).unwrap()).await.unwrap();
     let spec = FleetSpec {
         repos: 1,
         tags_per_repo: 3,
         seed: 5,
         ..FleetSpec::default()
     };
-    let generated = generate(&stack.src.url(), &spec).await.unwrap();
+    let generated = stack.generate(&spec).await.unwrap();
     stack
         .bootstrap(ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT)
         .unwrap();
     // Every SendMessageBatch fails, the SDK's retries included.
-    stack.aws.set_fault(
+    stack.local().unwrap().aws.set_fault(
         "SendMessageBatch",
         OpFault {
             fail: (1..=1000).collect(),
@@ -85,14 +85,14 @@ fn children_started_from(program: &std::path::Path) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_fails_half_way_leaves_no_worker_behind() {
-    let mut stack = LocalStack::start(bin_dir(None).unwrap()).await.unwrap();
+    let mut stack = Stack::start_local(bin_dir(None).unwrap()).await.unwrap();
     let spec = FleetSpec {
         repos: 1,
         tags_per_repo: 2,
         seed: 6,
         ..FleetSpec::default()
     };
-    let generated = generate(&stack.src.url(), &spec).await.unwrap();
+    let generated = stack.generate(&spec).await.unwrap();
     stack
         .bootstrap(ecr_sync::fleet::queue::DEFAULT_MAX_RECEIVE_COUNT)
         .unwrap();

@@ -22,6 +22,7 @@ fn clean_run() -> RunResult {
     RunResult {
         scenario: "a-clean".into(),
         mode: "fleet".into(),
+        resources: "local stack".into(),
         workers: 2,
         concurrency: 8,
         tags: 400,
@@ -36,8 +37,8 @@ fn clean_run() -> RunResult {
             p95: 340.0,
             p99: 561.7,
         },
-        requests_per_tag: 3.25,
-        blob_requests: 2400,
+        requests_per_tag: Some(3.25),
+        blob_requests: Some(2400),
         aws_per_job: Some(AwsPerJob {
             sqs_requests: 4.1,
             dynamodb_writes: 2.0,
@@ -85,6 +86,7 @@ fn chaos_run() -> RunResult {
     RunResult {
         scenario: "b-chaos".into(),
         mode: "fleet".into(),
+        resources: "given: src.example → dst.example".into(),
         workers: 8,
         concurrency: 4,
         tags: 600,
@@ -99,8 +101,8 @@ fn chaos_run() -> RunResult {
             p95: 2400.0,
             p99: 8100.0,
         },
-        requests_per_tag: 4.0,
-        blob_requests: 3600,
+        requests_per_tag: None,
+        blob_requests: Some(3600),
         aws_per_job: None,
         amplification: None,
         peak_rss_mib: BTreeMap::from([("worker".into(), 140.0)]),
@@ -147,11 +149,13 @@ fn markdown_has_a_row_per_run_and_each_verdict() {
     assert_eq!(
         lines[at + 3],
         "| b-chaos | fleet | 8 × 4 | 600 | 600 | 30.0 | 2.25 | 19.2 | 8.00 | 95.0 / 2400 / 8100 \
-         | 4.00 | – | – | worker 140 | kills 2, registry_5xx 37 |"
+         | – | – | – | worker 140 | kills 2, registry_5xx 37 |"
     );
 
     // The clean run: OK, the comparison and moto's share.
     assert!(lines.contains(&"## a-clean: fleet, 2 workers — OK"));
+    assert!(lines.contains(&"- Resources: local stack"));
+    assert!(lines.contains(&"- Resources: given: src.example → dst.example"));
     assert!(lines.contains(&"- skopeo: 40.0 s, exit 0; ecr-sync 0.50× its time"));
     assert!(md.contains("- moto CPU: 42 % of the wall time (near 100 % moto"));
     assert!(lines.contains(&"- Lost: none"));

@@ -138,7 +138,7 @@ impl EcrApi {
     }
 
     /// Basic credentials from GetAuthorizationToken, and when to fetch new ones.
-    async fn token(&self, host: &EcrHost) -> Result<(String, String, SystemTime), EcrError> {
+    pub async fn token(&self, host: &EcrHost) -> Result<(String, String, SystemTime), EcrError> {
         let op = "GetAuthorizationToken";
         let out = self
             .client(&host.region)

@@ -153,10 +153,7 @@ impl RegistryProcess {
         let resp = self
             .client()
             .head(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
-            .header(
-                "Accept",
-                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
-            )
+            .header("Accept", crate::seed::MANIFEST_ACCEPT)
             .send()
             .await
             .unwrap();

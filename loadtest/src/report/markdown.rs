@@ -4,7 +4,8 @@ use super::RunResult;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-/// Shown where a value does not apply (no AWS on a `sync` run) or is not finite.
+/// Shown where a value does not apply (no AWS on a `sync` run), was not measured (AWS calls on
+/// given resources) or is not finite.
 const DASH: &str = "–";
 
 /// Lost, corrupt, stuck and dead-lettered items listed per run; the rest is counted ("and N
@@ -71,7 +72,7 @@ fn table_row(r: &RunResult) -> [String; COLUMNS.len()] {
         num(r.jobs_per_s),
         num(r.mb_per_s),
         format!("{} / {} / {}", num(l.p50), num(l.p95), num(l.p99)),
-        num(r.requests_per_tag),
+        r.requests_per_tag.map_or(DASH.into(), num),
         r.aws_per_job.map_or(DASH.into(), |a| {
             format!("{}, {}", num(a.sqs_requests), num(a.dynamodb_writes))
         }),
@@ -85,6 +86,9 @@ fn write_verdict(out: &mut String, r: &RunResult) -> fmt::Result {
     let v = &r.verdict;
     let status = if v.ok() { "OK" } else { "FAILED" };
     writeln!(out, "\n## {} — {status}\n", md_escape(&r.label()))?;
+    if !r.resources.is_empty() {
+        writeln!(out, "- Resources: {}", md_escape(&r.resources))?;
+    }
     writeln!(out, "- Checked: {} tags", v.checked)?;
     if !r.jobs.is_empty() {
         writeln!(out, "- Jobs: {}", by_kind(&r.jobs, u64::to_string, DASH))?;

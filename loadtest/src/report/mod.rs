@@ -17,6 +17,9 @@ pub struct RunResult {
     pub scenario: String,
     /// `sync` or `fleet`.
     pub mode: String,
+    /// Where it ran: `local stack`, or the given registries (`given: SOURCE → DESTINATION`).
+    #[serde(default)]
+    pub resources: String,
     /// Worker processes (1 for `sync`).
     pub workers: usize,
     /// Jobs in flight per process.
@@ -37,10 +40,13 @@ pub struct RunResult {
     pub mb_per_s: f64,
     /// Job latency (enqueue or start of run → terminal), milliseconds.
     pub latency_ms: Percentiles,
-    /// Source registry requests per tag (what a warm rerun costs the source).
-    pub requests_per_tag: f64,
-    /// Blob requests (GET, HEAD, upload, mount) over the run.
-    pub blob_requests: u64,
+    /// Source registry requests per tag (what a warm rerun costs the source); `None` when not
+    /// measured (the fleet on given resources has no counting proxy).
+    #[serde(default)]
+    pub requests_per_tag: Option<f64>,
+    /// Source blob requests (GET, HEAD, upload, mount) over the run; `None` when not measured.
+    #[serde(default)]
+    pub blob_requests: Option<u64>,
     /// AWS calls per job (fleet only).
     pub aws_per_job: Option<AwsPerJob>,
     /// Bytes pulled from the source ÷ unique bytes the destination needed (1.0 is ideal).

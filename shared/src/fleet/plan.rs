@@ -204,6 +204,9 @@ impl JobSink for FleetSink<'_> {
             bodies.chunks(SQS_BATCH).map(|b| self.queue.send_batch(b)),
         )
         .await?;
+        for j in &jobs {
+            tracing::debug!(job_id = %j.job_id, src = %format!("{}/{}", j.source.registry, j.source.repository), tag = %j.source.tag, "job queued");
+        }
         self.sent(&jobs);
         self.ledger
             .progress_run(self.run_id, jobs.len() as u64)

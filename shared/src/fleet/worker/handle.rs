@@ -69,6 +69,7 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
 }
 
 async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
+    tracing::debug!(message_id = %msg.message_id, receive_count = msg.receive_count, "job received");
     if let Err(e) = shared.config.current().authorize(&job).await {
         if e.class == ErrorClass::RejectedJob {
             tracing::error!(reason = %e.reason, "job rejected: the config does not ask for it; dead-lettering it");
