@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ecr_sync_loadtest::generate::{generate, FleetSpec};
 use ecr_sync_loadtest::report::{self, RunResult};
-use ecr_sync_loadtest::run::{compare_skopeo, run, Mode, RunOpts};
+use ecr_sync_loadtest::run::{compare_skopeo, run, Mode, RegistryFault, RunOpts};
 use ecr_sync_loadtest::stack::{bin_dir, Given, Stack};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,10 +103,15 @@ struct RunArgs {
     /// SIGKILL a random worker this often (seconds) and start a new one; 0: never.
     #[arg(long, default_value_t = 0)]
     kill_every_seconds: u64,
-    /// Percent of source registry requests that fail (0–100), a quarter each: connection
-    /// reset, 500, 429 without `Retry-After` (as ECR throttles), answered 1 s late.
+    /// Percent of source registry requests that fail (0–100), shared evenly by the kinds of
+    /// --registry-fault-kinds: connection reset, 500, 429 without `Retry-After` (as ECR
+    /// throttles), answered 1 s late.
     #[arg(long, default_value_t = 0)]
     registry_fault_percent: u64,
+    /// Only these kinds of source faults, sharing the rate evenly (comma-separated: reset,
+    /// 5xx, 429, slow) [default: all four].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    registry_fault_kinds: Vec<RegistryFault>,
     /// Percent of AWS calls (SQS, DynamoDB) that fail (0–100), a quarter each: answered 500,
     /// answered `ThrottlingException`, stalled past the SDK's attempt timeout (12 s), the
     /// answer lost after the call took effect.
@@ -295,6 +300,7 @@ async fn run_one(
         kill_every: (args.kill_every_seconds > 0)
             .then(|| Duration::from_secs(args.kill_every_seconds)),
         registry_fault_every: every(args.registry_fault_percent),
+        registry_fault_kinds: args.registry_fault_kinds.clone(),
         aws_fault_every: every(args.aws_fault_percent),
         timeout: Duration::from_secs(args.timeout_seconds),
         sample_every: Duration::from_millis(500),

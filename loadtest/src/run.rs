@@ -33,6 +33,54 @@ impl Mode {
     }
 }
 
+/// A kind of fault injected into the source registry's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegistryFault {
+    /// The connection closed without an answer.
+    Reset,
+    /// 500.
+    #[value(name = "5xx")]
+    ServerError,
+    /// 429 without `Retry-After`, as ECR throttles.
+    #[value(name = "429")]
+    Throttle,
+    /// Answered [`SLOW_REGISTRY_ANSWER`] late.
+    Slow,
+}
+
+impl RegistryFault {
+    /// Every kind.
+    pub const ALL: [RegistryFault; 4] = [
+        RegistryFault::Reset,
+        RegistryFault::ServerError,
+        RegistryFault::Throttle,
+        RegistryFault::Slow,
+    ];
+
+    fn describe(self) -> String {
+        match self {
+            RegistryFault::Reset => "resets".into(),
+            RegistryFault::ServerError => "5xx".into(),
+            RegistryFault::Throttle => "429 without Retry-After".into(),
+            RegistryFault::Slow => format!("{} s slow", SLOW_REGISTRY_ANSWER.as_secs()),
+        }
+    }
+}
+
+/// The source proxy's faults: one request in `every` fails, the rate shared evenly by `kinds`.
+fn registry_faults(every: u64, kinds: &[RegistryFault]) -> Faults {
+    let each = every * kinds.len() as u64;
+    let of = |k: RegistryFault| if kinds.contains(&k) { each } else { 0 };
+    Faults {
+        reset_every: of(RegistryFault::Reset),
+        error_every: of(RegistryFault::ServerError),
+        throttle_bare_every: of(RegistryFault::Throttle),
+        slow_every: of(RegistryFault::Slow),
+        slow_by: SLOW_REGISTRY_ANSWER,
+        ..Default::default()
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunOpts {
@@ -48,6 +96,8 @@ pub struct RunOpts {
     pub kill_every: Option<Duration>,
     /// One source registry request in this many answers 500 (0: none).
     pub registry_fault_every: u64,
+    /// The kinds of source faults, sharing that rate evenly (empty: every kind).
+    pub registry_fault_kinds: Vec<RegistryFault>,
     /// One AWS call in this many fails: half answered 500, half with the answer lost after
     /// the call took effect (0: none).
     pub aws_fault_every: u64,
@@ -78,15 +128,10 @@ pub async fn run(
     match stack.local() {
         Some(local) => {
             // Each fault rate is shared evenly by its kinds.
-            let quarter = opts.registry_fault_every * 4;
-            local.src_proxy.set_faults(Faults {
-                reset_every: quarter,
-                error_every: quarter,
-                throttle_bare_every: quarter,
-                slow_every: quarter,
-                slow_by: SLOW_REGISTRY_ANSWER,
-                ..Default::default()
-            });
+            local.src_proxy.set_faults(registry_faults(
+                opts.registry_fault_every,
+                kinds(&opts.registry_fault_kinds),
+            ));
             local.src_proxy.reset_counts();
             local.dst_proxy.reset_counts();
             injected_before = local.src_proxy.injected();
@@ -142,10 +187,14 @@ pub async fn run(
                 format!("1 in {n}")
             }
         };
+        let source_kinds: Vec<String> = kinds(&opts.registry_fault_kinds)
+            .iter()
+            .map(|k| k.describe())
+            .collect();
         let what = format!(
-            "source faults {} (resets, 5xx, 429 without Retry-After, {} s slow), AWS faults {} (500, ThrottlingException, {} s stall, lost answer)",
+            "source faults {} ({}), AWS faults {} (500, ThrottlingException, {} s stall, lost answer)",
             every(opts.registry_fault_every),
-            SLOW_REGISTRY_ANSWER.as_secs(),
+            source_kinds.join(", "),
             every(opts.aws_fault_every),
             STALLED_AWS_CALL.as_secs(),
         );
@@ -170,6 +219,15 @@ pub async fn run(
     result.verdict.duplicated = duplicated;
     result.verdict.ledger_agrees = ledger_agrees(&result, generated);
     Ok(result)
+}
+
+/// The chosen fault kinds, or all of them when none was chosen.
+fn kinds(chosen: &[RegistryFault]) -> &[RegistryFault] {
+    if chosen.is_empty() {
+        &RegistryFault::ALL
+    } else {
+        chosen
+    }
 }
 
 /// Tags copied more than once: manifest PUTs by tag (not by digest: an index's children are
@@ -754,7 +812,7 @@ pub async fn compare_skopeo(
 
 #[cfg(test)]
 mod tests {
-    use super::{duplicated_copies, sync_timeline};
+    use super::{duplicated_copies, kinds, registry_faults, sync_timeline, RegistryFault};
 
     #[test]
     fn duplicated_copies_count_repeated_tag_puts_only() {
@@ -773,6 +831,31 @@ mod tests {
         ];
         assert_eq!(duplicated_copies(&requests), 2);
         assert_eq!(duplicated_copies(&[]), 0);
+    }
+
+    #[test]
+    fn a_fault_rate_is_shared_by_the_chosen_kinds() {
+        let all = registry_faults(20, kinds(&[]));
+        assert_eq!(
+            (
+                all.reset_every,
+                all.error_every,
+                all.throttle_bare_every,
+                all.slow_every
+            ),
+            (80, 80, 80, 80)
+        );
+        let some = registry_faults(20, &[RegistryFault::Throttle, RegistryFault::Slow]);
+        assert_eq!(
+            (
+                some.reset_every,
+                some.error_every,
+                some.throttle_bare_every,
+                some.slow_every
+            ),
+            (0, 0, 40, 40)
+        );
+        assert_eq!(registry_faults(0, kinds(&[])).throttle_bare_every, 0);
     }
 
     #[test]

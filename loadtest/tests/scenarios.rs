@@ -28,6 +28,7 @@ fn fleet(scenario: &str) -> RunOpts {
         concurrency: 8,
         kill_every: None,
         registry_fault_every: 0,
+        registry_fault_kinds: Vec::new(),
         aws_fault_every: 0,
         timeout: Duration::from_secs(300),
         sample_every: Duration::from_millis(500),
