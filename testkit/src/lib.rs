@@ -7,12 +7,14 @@
 //!   bytes, and a proxy applying ECR's rules (auth with expiring tokens, immutability, rate
 //!   limits, part sizes, redirects to an S3 stand-in, no mounts, referrers API).
 //! - [`proxy`] — a counting, fault-injecting HTTP proxy to put between the engine and a registry.
+//! - [`lambda_api`] — a local Lambda Runtime API, to run a function binary as Lambda does.
 //! - [`token`] — a bearer-token server for a registry run with `auth: token`.
 //! - [`seed`] — pushes synthetic images (random layers, multi-arch indexes, big blobs) straight
 //!   through the distribution API, independently of the engine under test.
 
 pub mod awsproxy;
 pub mod ecr;
+pub mod lambda_api;
 pub mod moto;
 pub mod proxy;
 pub mod registry;
