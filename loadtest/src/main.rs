@@ -202,6 +202,25 @@ impl GivenArgs {
     }
 }
 
+impl RunArgs {
+    /// The run these flags ask for, with `workers` worker processes.
+    fn opts(&self, workers: usize, scenario: String) -> RunOpts {
+        RunOpts {
+            scenario,
+            mode: self.mode,
+            workers,
+            concurrency: self.concurrency,
+            kill_every: (self.kill_every_seconds > 0)
+                .then(|| Duration::from_secs(self.kill_every_seconds)),
+            registry_fault_every: every(self.registry_fault_percent),
+            registry_fault_kinds: self.registry_fault_kinds.clone(),
+            aws_fault_every: every(self.aws_fault_percent),
+            timeout: Duration::from_secs(self.timeout_seconds),
+            sample_every: Duration::from_millis(500),
+        }
+    }
+}
+
 fn every(percent: u64) -> u64 {
     match percent {
         0 => 0,
@@ -231,12 +250,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
         anyhow::bail!("--workers: give one or more counts above 0, such as 4 or 1,2,4 (0, alone, only on given resources: a deployed fleet does the work)");
     }
     if given.is_some() {
-        let local_only = [
-            (args.registry_fault_percent > 0, "--registry-fault-percent"),
-            (args.aws_fault_percent > 0, "--aws-fault-percent"),
-            (args.compare.is_some(), "--compare"),
-        ];
-        if let Some((_, flag)) = local_only.iter().find(|(set, _)| *set) {
+        // Refused before anything is pushed into the given registries.
+        let compare = args.compare.is_some().then_some("--compare");
+        if let Some(flag) = args.opts(1, String::new()).local_only().or(compare) {
             anyhow::bail!("{flag} needs the local stack (its proxies and registries); leave it out with --source-registry");
         }
         if args.mode == Mode::Fleet && args.given.queue_url.is_none() {
@@ -292,19 +308,7 @@ async fn run_one(
         generated.unique_blob_bytes as f64 / 1e6,
         generated.elapsed_s
     );
-    let opts = RunOpts {
-        scenario: scenario.clone(),
-        mode: args.mode,
-        workers,
-        concurrency: args.concurrency,
-        kill_every: (args.kill_every_seconds > 0)
-            .then(|| Duration::from_secs(args.kill_every_seconds)),
-        registry_fault_every: every(args.registry_fault_percent),
-        registry_fault_kinds: args.registry_fault_kinds.clone(),
-        aws_fault_every: every(args.aws_fault_percent),
-        timeout: Duration::from_secs(args.timeout_seconds),
-        sample_every: Duration::from_millis(500),
-    };
+    let opts = args.opts(workers, scenario.clone());
     let mut first = run(&mut stack, &generated, &opts).await?;
     if args.compare.is_some() {
         first.compare = Some(compare_skopeo(&stack, &generated, &first).await?);

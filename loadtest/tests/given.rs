@@ -14,17 +14,6 @@ use std::process::{Command, Output};
 
 const ACCOUNT: &str = "123456789012";
 
-/// moto's environment, with ECR's API (tokens) at the local ECR's listener.
-fn env(moto: &MotoProcess, ecr: &LocalEcr) -> Vec<(String, String)> {
-    let mut env = moto.env();
-    for (k, v) in env.iter_mut() {
-        if k == "AWS_ENDPOINT_URL_ECR" {
-            *v = ecr.api_endpoint();
-        }
-    }
-    env
-}
-
 /// `ecr-sync-loadtest ARGS` with `env`, to the end.
 fn loadtest(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ecr-sync-loadtest"))
@@ -35,41 +24,83 @@ fn loadtest(args: &[&str], env: &[(String, String)]) -> Output {
         .expect("cannot run ecr-sync-loadtest")
 }
 
-/// The runs in `out/result.json`.
-fn results(out: &Path, run: &Output) -> Vec<Value> {
-    let text = std::fs::read(out.join("result.json")).unwrap_or_else(|e| {
-        panic!(
-            "no result.json ({e}); exit {}\n{}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        )
-    });
-    serde_json::from_slice::<Vec<Value>>(&text).unwrap()
+/// The "given" resources: moto, a plain registry and a local ECR in front of moto, with a
+/// registries file naming both, and a directory for the load test's outputs.
+struct Given {
+    moto: MotoProcess,
+    plain: RegistryProcess,
+    ecr: LocalEcr,
+    dir: tempfile::TempDir,
 }
 
-/// A registries file: the plain registry over HTTP, the ECR host at the local ECR.
-fn registries_file(dir: &Path, plain: &RegistryProcess, ecr: &LocalEcr) -> String {
-    let file = dir.join("registries.json");
-    let registries = json!({
-        plain.host(): { "plain_http": true },
-        ecr.host(): { "endpoint": ecr.url(), "plain_http": true },
-    });
-    std::fs::write(&file, registries.to_string()).unwrap();
-    file.display().to_string()
+impl Given {
+    async fn start() -> Given {
+        let moto = MotoProcess::start().await;
+        let plain = RegistryProcess::start(RegistryOpts::default()).await;
+        let ecr =
+            LocalEcr::start(&moto.endpoint(), ACCOUNT, "us-east-1", EcrRules::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let registries = json!({
+            plain.host(): { "plain_http": true },
+            ecr.host(): { "endpoint": ecr.url(), "plain_http": true },
+        });
+        std::fs::write(dir.path().join("registries.json"), registries.to_string()).unwrap();
+        Given {
+            moto,
+            plain,
+            ecr,
+            dir,
+        }
+    }
+
+    /// moto's environment, with ECR's API (tokens) at the local ECR's listener.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.env();
+        for (k, v) in env.iter_mut() {
+            if k == "AWS_ENDPOINT_URL_ECR" {
+                *v = self.ecr.api_endpoint();
+            }
+        }
+        env
+    }
+
+    /// `ecr-sync-loadtest run ARGS --registries … --out …`, which must succeed; the runs of
+    /// its result.json, and its summary.
+    fn run(&self, args: &[&str]) -> (Vec<Value>, String) {
+        let (registries, out) = (
+            self.dir.path().join("registries.json"),
+            self.dir.path().join("out"),
+        );
+        let registries = registries.to_str().unwrap();
+        let all = [
+            &[
+                "run",
+                "--registries",
+                registries,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            args,
+        ]
+        .concat();
+        let run = loadtest(&all, &self.env());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "exit {}\n{stderr}", run.status);
+        let text = std::fs::read(out.join("result.json")).expect("result.json");
+        let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+        (serde_json::from_slice(&text).unwrap(), summary)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_on_given_resources_copies_into_ecr_and_verifies_against_it() {
-    let moto = MotoProcess::start().await;
-    let src = RegistryProcess::start(RegistryOpts::default()).await;
-    let ecr = LocalEcr::start(&moto.endpoint(), ACCOUNT, "us-east-1", EcrRules::default()).await;
-    let env = env(&moto, &ecr);
-    let dir = tempfile::tempdir().unwrap();
+    let given = Given::start().await;
+    let (src, ecr) = (&given.plain, &given.ecr);
     // The fleet's resources, made beforehand as a user's Terraform would.
     let boot =
         Command::new(Path::new(env!("CARGO_BIN_EXE_ecr-sync-loadtest")).with_file_name("ecr-sync"))
             .args(["bootstrap", "--name", "given", "--json"])
-            .envs(env.iter().cloned())
+            .envs(given.env())
             .output()
             .expect("cannot run ecr-sync bootstrap (build the workspace first)");
     assert!(
@@ -78,48 +109,35 @@ async fn the_fleet_on_given_resources_copies_into_ecr_and_verifies_against_it() 
         String::from_utf8_lossy(&boot.stderr)
     );
     let made: Value = serde_json::from_slice(&boot.stdout).unwrap();
-    let out = dir.path().join("out");
-    let registries = registries_file(dir.path(), &src, &ecr);
-    let run = loadtest(
-        &[
-            "run",
-            "--repos",
-            "2",
-            "--tags",
-            "6",
-            "--seed",
-            "11",
-            "--prefix",
-            "given",
-            "--workers",
-            "2",
-            "--concurrency",
-            "4",
-            "--kill-every-seconds",
-            "2",
-            "--warm",
-            "--source-registry",
-            &src.host(),
-            "--destination-registry",
-            &ecr.host(),
-            "--registries",
-            &registries,
-            "--queue-url",
-            made["queue_url"].as_str().unwrap(),
-            "--dlq-url",
-            made["dlq_url"].as_str().unwrap(),
-            "--ledger-table",
-            made["ledger_table"].as_str().unwrap(),
-            "--timeout-seconds",
-            "120",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &env,
-    );
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "exit {}\n{stderr}", run.status);
-    let runs = results(&out, &run);
+    let (runs, summary) = given.run(&[
+        "--repos",
+        "2",
+        "--tags",
+        "6",
+        "--seed",
+        "11",
+        "--prefix",
+        "given",
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+        "--kill-every-seconds",
+        "2",
+        "--warm",
+        "--source-registry",
+        &src.host(),
+        "--destination-registry",
+        &ecr.host(),
+        "--queue-url",
+        made["queue_url"].as_str().unwrap(),
+        "--dlq-url",
+        made["dlq_url"].as_str().unwrap(),
+        "--ledger-table",
+        made["ledger_table"].as_str().unwrap(),
+        "--timeout-seconds",
+        "120",
+    ]);
     assert_eq!(runs.len(), 2, "the run and its warm rerun");
     let (cold, warm) = (&runs[0], &runs[1]);
     assert_eq!(
@@ -145,44 +163,27 @@ async fn the_fleet_on_given_resources_copies_into_ecr_and_verifies_against_it() 
         );
         assert!(ecr.digest("given/app1", tag).await.is_some());
     }
-    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("- Resources: given: "), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_on_given_resources_generates_into_an_ecr_source() {
-    let moto = MotoProcess::start().await;
-    let dst = RegistryProcess::start(RegistryOpts::default()).await;
-    let ecr = LocalEcr::start(&moto.endpoint(), ACCOUNT, "us-east-1", EcrRules::default()).await;
-    let env = env(&moto, &ecr);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let registries = registries_file(dir.path(), &dst, &ecr);
-    let run = loadtest(
-        &[
-            "run",
-            "--mode",
-            "sync",
-            "--repos",
-            "2",
-            "--tags",
-            "4",
-            "--seed",
-            "12",
-            "--source-registry",
-            &ecr.host(),
-            "--destination-registry",
-            &dst.host(),
-            "--registries",
-            &registries,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &env,
-    );
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "exit {}\n{stderr}", run.status);
-    let runs = results(&out, &run);
+    let given = Given::start().await;
+    let (dst, ecr) = (&given.plain, &given.ecr);
+    let (runs, _) = given.run(&[
+        "--mode",
+        "sync",
+        "--repos",
+        "2",
+        "--tags",
+        "4",
+        "--seed",
+        "12",
+        "--source-registry",
+        &ecr.host(),
+        "--destination-registry",
+        &dst.host(),
+    ]);
     let r = &runs[0];
     assert_eq!(r["verdict"]["present"], 8, "{r}");
     assert_eq!(r["jobs"]["copied"], 8, "{r}");
