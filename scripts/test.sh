@@ -24,6 +24,8 @@ if [ ! -x "$ECR_SYNC_VENV/bin/moto_server" ]; then
   "$ECR_SYNC_VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
 fi
 
+# A clean build gains nothing from incremental state, which would take gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo build --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
