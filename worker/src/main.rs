@@ -1,13 +1,16 @@
 //! `ecr-sync-worker`: copies the jobs on the SQS queue and records them in the DynamoDB ledger.
 //! Glue only: arguments → `ecr_sync::fleet::worker::run(…, shutdown)`; SIGTERM or Ctrl-C is the
-//! shutdown. Exit 0 after a clean stop (drained or released), 2 when it cannot start.
+//! shutdown. Exit 0 after a clean stop (drained or released), 2 when it cannot start. Started
+//! by the Lambda runtime, it serves SQS event batches instead (see [`lambda`]).
+
+mod lambda;
 
 use clap::Parser;
 use ecr_sync::aws::Aws;
 use ecr_sync::console::{exit, init_logging, shutdown_signal, LogFormat};
 use ecr_sync::fleet::ledger::FleetLedger;
 use ecr_sync::fleet::queue::Queue;
-use ecr_sync::fleet::worker::{self, WorkerOptions};
+use ecr_sync::fleet::worker::{self, EventWorker, WorkerOptions};
 use ecr_sync::retry::RetryPolicy;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,7 +22,7 @@ struct Args {
     /// Config file or s3://bucket/key (reloaded every --config-refresh-seconds).
     #[arg(long, env = "ECR_SYNC_CONFIG")]
     config: String,
-    /// URL of the jobs queue.
+    /// URL of the jobs queue (under Lambda: the events queue the function is fed from).
     #[arg(long, env = "ECR_SYNC_QUEUE_URL")]
     queue_url: String,
     /// URL of the dead-letter queue [default: from the jobs queue's redrive policy].
@@ -96,6 +99,9 @@ async fn main() -> ExitCode {
     let queue = Queue::new(sqs.clone(), &args.queue_url);
     let dlq = args.dlq_url.as_deref().map(|u| Queue::new(sqs, u));
     let ledger = FleetLedger::new(aws.dynamodb().await, &args.ledger_table);
+    if lambda::under_lambda() {
+        return lambda::serve(EventWorker::start(opts, aws, queue, dlq, ledger)).await;
+    }
     match worker::run(opts, aws, queue, dlq, ledger, shutdown_signal()).await {
         Ok(_) => ExitCode::from(exit::OK),
         Err(e) => {

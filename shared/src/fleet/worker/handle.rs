@@ -2,7 +2,7 @@
 //! engine while a heartbeat keeps the message invisible, record the outcome, and only then
 //! delete (or dead-letter, or hand back) the message.
 
-use super::Worker;
+use super::{Ack, Worker};
 use crate::fleet::ledger::{Finish, Start};
 use crate::fleet::message::{Incoming, JobMessage};
 use crate::fleet::metrics;
@@ -19,13 +19,20 @@ use tracing::Instrument;
 /// heartbeat learning that the message is no longer ours.
 enum Attempt {
     Ran(JobOutcome),
-    Released,
+    /// Stopped at the named deadline.
+    Released(&'static str),
     LeaseLost(crate::fleet::queue::QueueError),
 }
 
 /// Handles one received message; never fails (every problem ends in a log line and a message
-/// that is deleted, dead-lettered or left to come back).
-pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
+/// that is deleted, dead-lettered or left to come back). A job still running at `release_at`
+/// (a Lambda invocation's deadline, less a margin) is handed back like one still running at
+/// the drain deadline.
+pub(super) async fn message(
+    shared: Arc<Worker>,
+    msg: Received,
+    release_at: Option<Instant>,
+) -> Ack {
     let job = match Incoming::parse(&msg.body) {
         Ok(Incoming::Job(job)) => job,
         Ok(Incoming::Push(event)) => {
@@ -65,10 +72,15 @@ pub(super) async fn message(shared: Arc<Worker>, msg: Received) {
         }
     };
     let span = tracing::info_span!("job", run_id = %job.run_id, job_id = %job.job_id, src = %format!("{}/{}", job.source.registry, job.source.repository), dst = %format!("{}/{}", job.destination.registry, job.destination.repository), tag = %job.source.tag);
-    run_job(shared, msg, job).instrument(span).await
+    run_job(shared, msg, job, release_at).instrument(span).await
 }
 
-async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
+async fn run_job(
+    shared: Arc<Worker>,
+    msg: Received,
+    job: JobMessage,
+    release_at: Option<Instant>,
+) -> Ack {
     tracing::debug!(message_id = %msg.message_id, receive_count = msg.receive_count, "job received");
     if let Err(e) = shared.config.current().authorize(&job).await {
         if e.class == ErrorClass::RejectedJob {
@@ -85,7 +97,7 @@ async fn run_job(shared: Arc<Worker>, msg: Received, job: JobMessage) {
         tracing::info!("this worker is already running the job; the duplicate comes back later");
         return shared.hand_back(&msg, 1).await;
     };
-    run_claimed(&shared, &msg, &job).await;
+    run_claimed(&shared, &msg, &job, release_at).await
 }
 
 /// A job id in the worker's running set for as long as it lives — also when the job panics:
@@ -118,7 +130,12 @@ impl Drop for Running<'_> {
     }
 }
 
-async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
+async fn run_claimed(
+    shared: &Worker,
+    msg: &Received,
+    job: &JobMessage,
+    release_at: Option<Instant>,
+) -> Ack {
     let attempt = match shared.ledger.start_job(job).await {
         Ok(Start::Go(n)) => n,
         Ok(Start::AlreadyDone(ended)) if ended.state == JobState::Dead => {
@@ -149,7 +166,8 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
         outcome = with_deadline(run, shared.opts.job_deadline) => Attempt::Ran(outcome),
         never = shared.mark_running_later(job, attempt) => match never {},
         e = lease.lost() => Attempt::LeaseLost(e),
-        _ = shared.aborted() => Attempt::Released,
+        _ = shared.aborted() => Attempt::Released("the worker's drain deadline"),
+        _ = until(release_at) => Attempt::Released("the function's timeout"),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let worker = &shared.opts.worker_id;
@@ -159,10 +177,19 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
             // Another receive holds the message now (or it is gone): that delivery records
             // the job; this one stops copying and touches neither the ledger nor the message.
             tracing::warn!(error = %e, "lease lost: the message is no longer this worker's; copy stopped");
-            return;
+            return Ack::Back;
         }
-        Attempt::Released => {
-            tracing::warn!("drain deadline passed; job released to the queue");
+        // On its last delivery a released message would be moved to the dead-letter queue by
+        // SQS with no reason and no ledger record: it ends as a failure instead, recorded.
+        Attempt::Released(deadline) if shared.last_try(msg) => JobOutcome::Failed(JobError::new(
+            ErrorClass::Timeout,
+            format!("the job was still running at {deadline} on its last delivery"),
+        )),
+        Attempt::Released(deadline) => {
+            tracing::warn!(
+                deadline,
+                "job still running at the deadline; released to the queue"
+            );
             if let Err(e) = shared
                 .ledger
                 .requeue_job(job, JobEvent::Released, worker)
@@ -256,6 +283,14 @@ async fn run_claimed(shared: &Worker, msg: &Received, job: &JobMessage) {
     }
 }
 
+/// Resolves at `at`; never when `None`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn with_deadline(
     run: impl std::future::Future<Output = JobOutcome>,
     d: Duration,
@@ -286,16 +321,20 @@ impl Worker {
         std::future::pending().await
     }
 
-    /// Acknowledges the message: it is deleted with the next batch (see [`super::held`]).
-    fn delete(&self, msg: &Received) {
-        self.deletes.push(&msg.receipt);
+    /// Acknowledges the message: the fleet worker deletes it with its next batch (see
+    /// [`super::held`]); under Lambda the event source mapping deletes it.
+    fn delete(&self, msg: &Received) -> Ack {
+        if let Some(deletes) = &self.deletes {
+            deletes.push(&msg.receipt);
+        }
+        Ack::Done
     }
 
     /// Lets this very message come back after a delay that grows with `receive_count`. Each
     /// time counts against the queue's `maxReceiveCount`: for what should end in the
     /// dead-letter queue if it never works (a message for a newer worker, a failed
     /// dead-letter send), and for a second delivery of a job this process is running.
-    async fn hand_back(&self, msg: &Received, receive_count: u32) {
+    async fn hand_back(&self, msg: &Received, receive_count: u32) -> Ack {
         let delay = self.opts.requeue_delay(receive_count);
         if let Err(e) = self
             .queue
@@ -304,6 +343,7 @@ impl Worker {
         {
             tracing::error!(error = %e, "could not set the retry delay; the message comes back after its visibility timeout");
         }
+        Ack::Back
     }
 
     /// Sends a fresh copy of the message, delivered after a delay that doubles per retry (at
@@ -312,7 +352,7 @@ impl Worker {
     /// only catches messages that crash workers); the retry count and when retrying began
     /// travel as message attributes, and a job gives up after [`WorkerOptions::give_up_after`].
     /// If the copy cannot be sent, this message is handed back instead.
-    async fn retry_later(&self, msg: &Received) {
+    async fn retry_later(&self, msg: &Received) -> Ack {
         let retry = retries(msg) + 1;
         let delay = self.opts.requeue_delay(retry);
         let since = retrying_since(msg).unwrap_or_else(unix_now).to_string();
@@ -347,15 +387,22 @@ impl Worker {
     }
 
     /// Makes the message visible at once (a draining worker gives it back).
-    async fn release(&self, msg: &Received) {
+    async fn release(&self, msg: &Received) -> Ack {
         if let Err(e) = self.queue.set_visibility(&msg.receipt, 0).await {
             tracing::error!(error = %e, "could not release the message; it comes back after its visibility timeout");
         }
+        Ack::Back
     }
 
     /// Puts `body` (the job message — for a push event the job it became — or the raw body of
     /// a malformed message) on the dead-letter queue with its reason, then deletes `msg`.
-    async fn dead_letter(&self, msg: &Received, body: &str, class: ErrorClass, reason: &str) {
+    async fn dead_letter(
+        &self,
+        msg: &Received,
+        body: &str,
+        class: ErrorClass,
+        reason: &str,
+    ) -> Ack {
         let Some(dlq) = &self.dlq else {
             tracing::error!(
                 "no dead-letter queue known; the message stays and SQS redrive decides"
@@ -380,7 +427,7 @@ impl Worker {
     /// Puts the jobs one push event asks for on the jobs queue as job messages, then
     /// acknowledges the event. A failed send leaves the event to come back (the jobs' ids are
     /// the event's, so the ones already sent are not copied twice).
-    async fn fan_out(&self, msg: &Received, jobs: &[JobMessage]) {
+    async fn fan_out(&self, msg: &Received, jobs: &[JobMessage]) -> Ack {
         let bodies: Vec<String> = jobs.iter().map(JobMessage::to_json).collect();
         for chunk in bodies.chunks(SQS_BATCH) {
             if let Err(e) = self.queue.send_batch(chunk).await {

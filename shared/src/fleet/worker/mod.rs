@@ -16,8 +16,10 @@
 mod context;
 mod handle;
 mod held;
+mod lambda;
 
 pub use context::{event_run_id, ConfigVersion, CurrentConfig};
+pub use lambda::{EventWorker, RELEASE_MARGIN};
 
 use super::ledger::FleetLedger;
 use super::queue::{self, Queue, QueueError, LONG_POLL_SECONDS, SQS_BATCH};
@@ -110,8 +112,14 @@ impl WorkerOptions {
     }
 }
 
-/// The ECS task id when running in ECS, else `host-pid`.
+/// The ECS task id when running in ECS, `lambda-` and the execution environment's id under
+/// Lambda, else `host-pid`.
 pub fn default_worker_id() -> String {
+    if let Ok(stream) = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME") {
+        // `2026/12/03/[$LATEST]0123abcd…`: one stream per execution environment.
+        let id = stream.rsplit(']').next().unwrap_or(&stream);
+        return format!("lambda-{}", id.chars().take(12).collect::<String>());
+    }
     if let Ok(uri) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
         if let Some(last) = uri.trim_end_matches('/').rsplit('/').next() {
             return last.split('-').next().unwrap_or(last).to_string();
@@ -151,6 +159,17 @@ pub struct WorkerStats {
     pub released: bool,
 }
 
+/// What became of a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Finished with (recorded, dead-lettered, or replaced by a delayed copy): delete it. The
+    /// fleet worker deletes it in a batch; under Lambda the event source mapping does.
+    Done,
+    /// Left to come back (handed back with a delay, released, or no longer ours): a Lambda
+    /// function reports it in `batchItemFailures`.
+    Back,
+}
+
 /// One worker process: what every job task shares.
 pub(crate) struct Worker {
     opts: WorkerOptions,
@@ -165,8 +184,9 @@ pub(crate) struct Worker {
     running: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The messages whose jobs run here, kept invisible by one batched heartbeat.
     held: held::Held,
-    /// Finished messages, deleted in batches.
-    deletes: held::Deletes,
+    /// Finished messages, deleted in batches; `None` under Lambda, whose event source mapping
+    /// deletes them.
+    deletes: Option<held::Deletes>,
     /// The push-event run this process has already recorded: one ledger write per day, not
     /// one per event.
     event_run: std::sync::Mutex<Option<String>>,
@@ -198,6 +218,90 @@ impl Worker {
     }
 }
 
+/// How a worker takes its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Long-polls the queue, keeps its messages invisible with heartbeats and deletes them.
+    Fleet,
+    /// Handed batches by a Lambda event source mapping, which deletes what is done.
+    Lambda,
+}
+
+impl Worker {
+    /// Loads and checks the config, reads the queue's redrive policy (finding the dead-letter
+    /// queue when none is given) and checks the ledger table: all a worker needs before its
+    /// first message.
+    async fn start(
+        opts: WorkerOptions,
+        aws: crate::aws::Aws,
+        queue: Queue,
+        dlq: Option<Queue>,
+        ledger: FleetLedger,
+        mode: Mode,
+    ) -> Result<(Worker, watch::Sender<bool>), WorkerError> {
+        let config = CurrentConfig::load(&opts.config, opts.retry.clone(), aws).await?;
+        config.check().await?;
+        let max_receive_count = queue.max_receive_count().await?;
+        ledger.check().await?;
+        let dlq = match dlq {
+            Some(d) => Some(d),
+            None => queue.dead_letter_queue().await?,
+        };
+        let (abort_tx, abort) = watch::channel(false);
+        let worker = Worker {
+            opts,
+            queue,
+            dlq,
+            ledger,
+            config,
+            max_receive_count,
+            abort,
+            running: Default::default(),
+            held: Default::default(),
+            deletes: (mode == Mode::Fleet).then(Default::default),
+            event_run: Default::default(),
+        };
+        tracing::info!(mode = ?mode, worker_id = %worker.opts.worker_id, queue = %worker.queue.url(), dlq = worker.dlq.as_ref().map(|d| d.url()).unwrap_or("none"), concurrency = worker.limit(), max_receive_count, "worker started");
+        Ok((worker, abort_tx))
+    }
+
+    /// Jobs at once.
+    fn limit(&self) -> usize {
+        self.opts
+            .concurrency
+            .unwrap_or(self.config.current().config().concurrency.jobs)
+            .max(1)
+    }
+
+    /// Starts the tasks every worker runs beside its jobs: its share of the manifest PUT
+    /// budgets (until `sharing` turns true) and the config reloads. Under Lambda they run
+    /// while the function runs and sleep while it is frozen between invocations.
+    fn spawn_background(
+        self: &Arc<Self>,
+        sharing: watch::Receiver<bool>,
+    ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+        let sharer = tokio::spawn(super::budget::share(
+            self.ledger.clone(),
+            self.config.budgets.clone(),
+            self.opts.worker_id.clone(),
+            sharing,
+        ));
+        let refresh = {
+            let shared = self.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(shared.opts.config_refresh);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    shared.config.reload().await;
+                }
+            })
+        };
+        (sharer, refresh)
+    }
+}
+
 /// Runs the worker until `shutdown` resolves (or a configured stop), then drains.
 pub async fn run(
     opts: WorkerOptions,
@@ -207,41 +311,18 @@ pub async fn run(
     ledger: FleetLedger,
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerStats, WorkerError> {
-    let config = CurrentConfig::load(&opts.config, opts.retry.clone(), aws).await?;
-    config.check().await?;
-    let max_receive_count = queue.max_receive_count().await?;
-    ledger.check().await?;
-    let dlq = match dlq {
-        Some(d) => Some(d),
-        None => queue.dead_letter_queue().await?,
-    };
-    let limit = opts
-        .concurrency
-        .unwrap_or(config.current().config().concurrency.jobs)
-        .max(1);
-    tracing::info!(worker_id = %opts.worker_id, queue = %queue.url(), dlq = dlq.as_ref().map(|d| d.url()).unwrap_or("none"), concurrency = limit, max_receive_count, "worker started");
-    let (abort_tx, abort) = watch::channel(false);
-    let shared = Arc::new(Worker {
-        opts,
-        queue,
-        dlq,
-        ledger,
-        config,
-        max_receive_count,
-        abort,
-        running: Default::default(),
-        held: Default::default(),
-        deletes: Default::default(),
-        event_run: Default::default(),
-    });
+    let (worker, abort_tx) = Worker::start(opts, aws, queue, dlq, ledger, Mode::Fleet).await?;
+    let limit = worker.limit();
+    let shared = Arc::new(worker);
     let bookkeeping = {
         let shared = shared.clone();
         tokio::spawn(async move {
             let every = shared.heartbeat_every();
             let visibility = shared.opts.visibility_seconds as i32;
+            let deletes = shared.deletes.as_ref().expect("a fleet worker deletes");
             tokio::join!(
                 shared.held.heartbeat(&shared.queue, every, visibility),
-                shared.deletes.run(&shared.queue),
+                deletes.run(&shared.queue),
             );
         })
     };
@@ -250,23 +331,7 @@ pub async fn run(
     let mut stats = WorkerStats::default();
     tokio::pin!(shutdown);
     let (stop_sharing, sharing) = watch::channel(false);
-    let sharer = tokio::spawn(super::budget::share(
-        shared.ledger.clone(),
-        shared.config.budgets.clone(),
-        shared.opts.worker_id.clone(),
-        sharing,
-    ));
-    let refresh = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(shared.opts.config_refresh);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                shared.config.reload().await;
-            }
-        })
-    };
+    let (sharer, refresh) = shared.spawn_background(sharing);
     let mut idle_since = tokio::time::Instant::now();
     let mut failures = 0u32;
     loop {
@@ -356,7 +421,7 @@ pub async fn run(
             };
             let shared = shared.clone();
             tasks.spawn(async move {
-                handle::message(shared, msg).await;
+                handle::message(shared, msg, None).await;
                 drop(permit);
             });
         }
@@ -382,7 +447,9 @@ pub async fn run(
     bookkeeping.abort();
     let _ = stop_sharing.send(true);
     let _ = sharer.await;
-    shared.deletes.flush(&shared.queue).await;
+    if let Some(deletes) = &shared.deletes {
+        deletes.flush(&shared.queue).await;
+    }
     tracing::info!(
         received = stats.received,
         released = stats.released,
