@@ -1,5 +1,6 @@
 ################################################################################
-# Event-driven path (seed 001): ECR push events -> jobs queue
+# Event-driven path (seed 001): ECR push events -> events queue and Lambda
+# function (event_worker = "lambda", lambda.tf) or jobs queue (fargate)
 #
 # The message is the EventBridge event itself (detail-type "ECR Image Action");
 # the worker recognises it, matches it against the config and copies that tag.
@@ -50,13 +51,15 @@ resource "aws_cloudwatch_event_rule" "ecr_push" {
   }
 }
 
+# To the push-event function's events queue (lambda.tf), or to the jobs queue
+# for the worker service (event_worker = "fargate").
 resource "aws_cloudwatch_event_target" "ecr_push_to_jobs" {
   count = var.event_driven.enabled ? 1 : 0
 
   rule           = aws_cloudwatch_event_rule.ecr_push[0].name
   event_bus_name = var.event_driven.event_bus_name
-  target_id      = "jobs-queue"
-  arn            = aws_sqs_queue.jobs.arn
+  target_id      = local.event_lambda ? "events-queue" : "jobs-queue"
+  arn            = local.event_lambda ? aws_sqs_queue.events[0].arn : aws_sqs_queue.jobs.arn
 
   retry_policy {
     maximum_retry_attempts       = 24

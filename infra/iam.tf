@@ -234,9 +234,8 @@ resource "aws_iam_role" "worker" {
   tags               = local.tags
 }
 
-data "aws_iam_policy_document" "worker" {
-  source_policy_documents = [data.aws_iam_policy_document.task_common.json]
-
+# What copying takes, for the worker tasks and the push-event function alike.
+data "aws_iam_policy_document" "copy" {
   dynamic "statement" {
     for_each = length(local.source_repo_arns) > 0 ? [1] : []
     content {
@@ -255,6 +254,19 @@ data "aws_iam_policy_document" "worker" {
     }
   }
 
+  dynamic "statement" {
+    for_each = local.repo_kms_key_arn != null ? [local.repo_kms_key_arn] : []
+    content {
+      sid       = "RepositoryKey" # ECR creates grants on it for KMS-encrypted repositories
+      actions   = ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:GenerateDataKey*", "kms:RetireGrant"]
+      resources = [statement.value]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "worker" {
+  source_policy_documents = [data.aws_iam_policy_document.task_common.json, data.aws_iam_policy_document.copy.json]
+
   statement {
     sid = "ConsumeJobs"
     # SendMessage: a job that failed transiently comes back as a fresh delayed copy, and a push
@@ -268,15 +280,6 @@ data "aws_iam_policy_document" "worker" {
     sid       = "DeadLetterPermanentFailures"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [aws_sqs_queue.dlq.arn]
-  }
-
-  dynamic "statement" {
-    for_each = local.repo_kms_key_arn != null ? [local.repo_kms_key_arn] : []
-    content {
-      sid       = "RepositoryKey" # ECR creates grants on it for KMS-encrypted repositories
-      actions   = ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:GenerateDataKey*", "kms:RetireGrant"]
-      resources = [statement.value]
-    }
   }
 }
 

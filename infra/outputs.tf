@@ -143,3 +143,47 @@ output "ecr_push_rule_arn" {
   description = "ARN of the ECR push-event rule (null when event_driven.enabled is false)."
   value       = try(aws_cloudwatch_event_rule.ecr_push[0].arn, null)
 }
+
+################################################################################
+# Push-event function (null unless event_driven.enabled and event_worker = "lambda")
+################################################################################
+
+output "events_queue_url" {
+  description = "URL of the events queue the push-event function is fed from (its ECR_SYNC_QUEUE_URL)."
+  value       = try(aws_sqs_queue.events[0].url, null)
+}
+
+output "events_queue_arn" {
+  description = "ARN of the events queue."
+  value       = try(aws_sqs_queue.events[0].arn, null)
+}
+
+output "event_function_name" {
+  description = "Name of the push-event Lambda function."
+  value       = try(aws_lambda_function.events[0].function_name, null)
+}
+
+output "event_function_arn" {
+  description = "ARN of the push-event Lambda function."
+  value       = try(aws_lambda_function.events[0].arn, null)
+}
+
+output "event_function_role_arn" {
+  description = "ARN of the push-event function's role."
+  value       = try(aws_iam_role.event_lambda[0].arn, null)
+}
+
+output "event_function_log_group_name" {
+  description = "CloudWatch log group of the push-event function."
+  value       = try(aws_cloudwatch_log_group.events[0].name, null)
+}
+
+output "event_function_environment" {
+  description = "Environment variables of the push-event function (ECR_SYNC_QUEUE_URL is the events queue)."
+  value       = local.event_lambda ? local.event_lambda_environment : null
+}
+
+output "event_source_mapping_uuid" {
+  description = "UUID of the event source mapping from the events queue to the function."
+  value       = try(aws_lambda_event_source_mapping.events[0].uuid, null)
+}

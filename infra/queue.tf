@@ -51,7 +51,7 @@ data "aws_iam_policy_document" "jobs_queue" {
   }
 
   dynamic "statement" {
-    for_each = var.event_driven.enabled ? [1] : []
+    for_each = var.event_driven.enabled && !local.event_lambda ? [1] : []
     content {
       sid       = "EcrPushRuleSends"
       actions   = ["sqs:SendMessage"]

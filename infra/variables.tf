@@ -381,7 +381,7 @@ variable "log_retention_days" {
 ################################################################################
 
 variable "event_driven" {
-  description = "Push-event path: an EventBridge rule on `event_bus_name` matching successful ECR pushes from the source accounts (defaults to the accounts in config.repos) forwards the event to the jobs queue. The source account forwards its ECR events to this bus (see examples/source-account); `allow_source_accounts` adds the bus permission for that."
+  description = "Push-event path: an EventBridge rule on `event_bus_name` matching successful ECR pushes from the source accounts (defaults to the accounts in config.repos) forwards the event to the events queue of the Lambda function or to the jobs queue (see event_worker). The source account forwards its ECR events to this bus (see examples/source-account); `allow_source_accounts` adds the bus permission for that."
   type = object({
     enabled               = optional(bool, false)
     event_bus_name        = optional(string, "default")
@@ -391,8 +391,38 @@ variable "event_driven" {
   default = {}
 }
 
+variable "event_worker" {
+  description = "What copies push events when event_driven is enabled. \"lambda\" (default): the rule targets an events queue feeding a Lambda function from the same image, so a push is copied within seconds at no idle cost; the image must be in ECR in this region (Lambda's rule). \"fargate\": the rule targets the jobs queue and the worker service copies them, within minutes when it is scaled to zero (SQS backlog metrics and a task start)."
+  type        = string
+  default     = "lambda"
+
+  validation {
+    condition     = contains(["lambda", "fargate"], var.event_worker)
+    error_message = "event_worker must be \"lambda\" or \"fargate\"."
+  }
+}
+
+variable "event_lambda" {
+  description = "The push-event function (event_worker = \"lambda\"): memory (MB; CPU and network bandwidth grow with it), timeout (seconds; a job still running 5 s before it is released to the next invocation), max_concurrency (the event source mapping's maximum concurrency: environments at once, each running up to batch_size jobs; with the ledger-shared manifest PUT budget it keeps PutImage within the account's quota) and batch_size (messages per invocation)."
+  type = object({
+    memory_mb       = optional(number, 1024)
+    timeout_seconds = optional(number, 900)
+    max_concurrency = optional(number, 2)
+    batch_size      = optional(number, 10)
+  })
+  default = {}
+
+  validation {
+    condition = (var.event_lambda.memory_mb >= 256 && var.event_lambda.memory_mb <= 10240 &&
+      var.event_lambda.timeout_seconds >= 30 && var.event_lambda.timeout_seconds <= 900 &&
+      var.event_lambda.max_concurrency >= 2 && var.event_lambda.max_concurrency <= 1000 &&
+    var.event_lambda.batch_size >= 1 && var.event_lambda.batch_size <= 10)
+    error_message = "event_lambda: memory_mb 256-10240, timeout_seconds 30-900 (Lambda's limit), max_concurrency 2-1000 (the event source mapping's range), batch_size 1-10."
+  }
+}
+
 variable "alarm_actions" {
-  description = "ARNs (e.g. SNS topics) notified by the alarms: DLQ not empty, oldest job too old, worker tasks not staying up."
+  description = "ARNs (e.g. SNS topics) notified by the alarms: DLQ not empty, oldest job too old, worker tasks not staying up, and the push-event function failing, throttled or leaving events waiting."
   type        = list(string)
   default     = []
 }

@@ -9,8 +9,9 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # 5.x: aws_scheduler_schedule, SQS managed SSE, DynamoDB deletion protection.
-      version = ">= 5.30, < 7.0"
+      # 5.x: aws_scheduler_schedule, SQS managed SSE, DynamoDB deletion protection;
+      # 5.32: a Lambda function's logging_config (its own log group).
+      version = ">= 5.32, < 7.0"
     }
   }
 }

@@ -45,6 +45,13 @@ the SDKs cannot parse on JSON-protocol services (the binaries only see "unhandle
 
 Still not evaluated: conditions (moto treats an identity policy's conditions as met),
 resource-based policies (only a bucket policy's Deny, on object calls), session expiry.
+
+## Settings AWS keeps
+
+moto drops a Lambda function's `LoggingConfig` (the log group its logs go to): CreateFunction and
+UpdateFunctionConfiguration take it, GetFunction never returns it. Here the function keeps it
+and returns it as Lambda does (defaults: text logs to `/aws/lambda/NAME`), so the apply test
+can check which log group the module gave the function.
 """
 
 import functools
@@ -53,6 +60,7 @@ import sys
 import threading
 import time
 
+from moto.awslambda.models import LambdaFunction
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
@@ -160,6 +168,39 @@ if os.environ.get("MOTO_STRICT_LAX") != "1":
     for name in DYNAMODB_ITEM_CALLS:
         setattr(DynamoDBBackend, name, one_at_a_time(DYNAMODB_LOCK, getattr(DynamoDBBackend, name)))
     Queue.delete_message = delete_under_lock(Queue.delete_message)
+def keeps_logging_config():
+    """Makes LambdaFunction store and return LoggingConfig (see the module docs)."""
+    init, configuration, update = (
+        LambdaFunction.__init__,
+        LambdaFunction.get_configuration,
+        LambdaFunction.update_configuration,
+    )
+
+    @functools.wraps(init)
+    def init_keeping(self, account_id, spec, *args, **kwargs):
+        init(self, account_id, spec, *args, **kwargs)
+        self.logging_config = dict(spec.get("LoggingConfig") or {})
+
+    @functools.wraps(configuration)
+    def configuration_with_logging(self, *args, **kwargs):
+        config = configuration(self, *args, **kwargs)
+        kept = getattr(self, "logging_config", {})
+        config["LoggingConfig"] = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.function_name}", **kept}
+        return config
+
+    @functools.wraps(update)
+    def update_keeping(self, config_updates):
+        if "LoggingConfig" in config_updates:
+            self.logging_config = dict(config_updates["LoggingConfig"] or {})
+        return update(self, config_updates)
+
+    LambdaFunction.__init__ = init_keeping
+    LambdaFunction.get_configuration = configuration_with_logging
+    LambdaFunction.update_configuration = update_keeping
+
+
+keeps_logging_config()
+
 WIDEN_MS = int(os.environ.get("MOTO_STRICT_WIDEN_MS") or 0)
 if WIDEN_MS:
     Table.get_item = slow_reads(Table.get_item, WIDEN_MS / 1000)

@@ -113,18 +113,38 @@ def jobs_queue_redrive():
     return None
 
 
-def jobs_queue_policy():
-    attrs = sqs.get_queue_attributes(QueueUrl=out["jobs_queue_url"], AttributeNames=["Policy"])["Attributes"]
+def rule_senders(queue_url):
+    """The SourceArns of the statements letting EventBridge send to the queue."""
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"])["Attributes"]
     policy = json.loads(attrs["Policy"])
-    for st in policy["Statement"]:
-        if st.get("Effect", "Allow") == "Allow" and st["Principal"] == {"Service": "events.amazonaws.com"}:
-            src = st["Condition"]["ArnEquals"]["aws:SourceArn"]
-            return None if src == out["ecr_push_rule_arn"] else f"SourceArn {src}"
-    return "no statement lets the ECR push rule send"
+    return [
+        st["Condition"]["ArnEquals"]["aws:SourceArn"]
+        for st in policy["Statement"]
+        if st.get("Effect", "Allow") == "Allow" and st["Principal"] == {"Service": "events.amazonaws.com"}
+    ]
+
+
+def jobs_queue_policy():
+    senders = rule_senders(out["jobs_queue_url"])
+    return f"EventBridge may send to the jobs queue: {senders}" if senders else None
+
+
+def events_queue():
+    attrs = sqs.get_queue_attributes(QueueUrl=out["events_queue_url"], AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    if redrive["deadLetterTargetArn"] != out["dlq_arn"] or int(redrive["maxReceiveCount"]) != 10:
+        return f"redrive {redrive}"
+    if int(attrs["VisibilityTimeout"]) != 6 * 300:
+        return f"VisibilityTimeout {attrs['VisibilityTimeout']} (want 6 x the function timeout 300)"
+    if attrs.get("KmsMasterKeyId") != out["kms_key_arn"]:
+        return f"KmsMasterKeyId {attrs.get('KmsMasterKeyId')}"
+    senders = rule_senders(out["events_queue_url"])
+    return None if senders == [out["ecr_push_rule_arn"]] else f"EventBridge senders {senders}"
 
 
 check("jobs queue: redrive to the DLQ with maxReceiveCount 10, visibility 1020 s, KMS", jobs_queue_redrive)
-check("jobs queue policy lets only the ECR push rule send", jobs_queue_policy)
+check("jobs queue policy lets no EventBridge rule send (push events go to the events queue)", jobs_queue_policy)
+check("events queue: redrive to the fleet's DLQ, visibility 6 x function timeout, KMS, only the push rule sends", events_queue)
 
 # --- DynamoDB -----------------------------------------------------------------
 
@@ -347,12 +367,12 @@ def push_rule_targets_queue():
         return f"pattern {pattern}"
     targets = ev.list_targets_by_rule(Rule=name)["Targets"]
     arns = [t["Arn"] for t in targets]
-    return None if arns == [out["jobs_queue_arn"]] else f"targets {arns}"
+    return None if arns == [out["events_queue_arn"]] else f"targets {arns}"
 
 
 def log_groups():
     logs = client("logs")
-    for name in (out["planner_log_group_name"], out["worker_log_group_name"]):
+    for name in (out["planner_log_group_name"], out["worker_log_group_name"], out["event_function_log_group_name"]):
         groups = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
         if not groups or groups[0].get("retentionInDays") != 365:
             return f"{name}: {groups}"
@@ -360,5 +380,108 @@ def log_groups():
 
 
 check("schedule runs the planner task definition on the cluster with its role", schedule_runs_planner)
-check("ECR push rule matches the configured source repos/account and targets the jobs queue", push_rule_targets_queue)
+check("ECR push rule matches the configured source repos/account and targets the events queue", push_rule_targets_queue)
 check("log groups exist with 365-day retention", log_groups)
+
+# --- Push-event function ------------------------------------------------------
+
+lam = client("lambda")
+
+
+def event_function():
+    f = lam.get_function(FunctionName=out["event_function_name"])
+    c = f["Configuration"]
+    _, w = container(out["worker_task_definition_arn"])
+    if c.get("PackageType") != "Image" or f["Code"].get("ImageUri") != w["image"]:
+        return f"package {c.get('PackageType')} image {f['Code'].get('ImageUri')} (want the worker's {w['image']})"
+    command = c.get("ImageConfigResponse", {}).get("ImageConfig", {}).get("Command")
+    if command != w["command"]:
+        return f"command {command} (want the worker's {w['command']})"
+    if (c["Timeout"], c["MemorySize"]) != (300, 1024):
+        return f"timeout {c['Timeout']} memory {c['MemorySize']}"
+    if c["Role"] != out["event_function_role_arn"]:
+        return f"role {c['Role']}"
+    log_group = c.get("LoggingConfig", {}).get("LogGroup")
+    return None if log_group == out["event_function_log_group_name"] else f"log group {log_group}"
+
+
+def event_function_env():
+    env = lam.get_function_configuration(FunctionName=out["event_function_name"])["Environment"]["Variables"]
+    stray = sorted(set(env) - env_names)
+    if stray:
+        return f"sets {stray}, not in env-names.txt"
+    if env != out["event_function_environment"]:
+        return f"environment {env} != output {out['event_function_environment']}"
+    want = {
+        "ECR_SYNC_CONFIG": out["config_s3_uri"],
+        "ECR_SYNC_QUEUE_URL": out["events_queue_url"],
+        "ECR_SYNC_DLQ_URL": out["dlq_url"],
+        "ECR_SYNC_LEDGER_TABLE": out["ledger_table_name"],
+        "ECR_SYNC_LOG_FORMAT": "json",
+    }
+    wrong = {k: env.get(k) for k, v in want.items() if env.get(k) != v}
+    if wrong:
+        return f"differs: {wrong}"
+    return None if "ECR_SYNC_DRAIN_SECONDS" not in env else "a function is not drained"
+
+
+def event_source_mapping():
+    m = lam.get_event_source_mapping(UUID=out["event_source_mapping_uuid"])
+    got = (
+        m["EventSourceArn"],
+        m["FunctionArn"],
+        m["BatchSize"],
+        m.get("MaximumBatchingWindowInSeconds", 0),  # SQS's default when unset: 0
+        m.get("FunctionResponseTypes"),
+        m.get("ScalingConfig", {}).get("MaximumConcurrency"),
+    )
+    want = (out["events_queue_arn"], out["event_function_arn"], 10, 0, ["ReportBatchItemFailures"], 3)
+    return None if got == want else f"mapping {got}, want {want}"
+
+
+def event_function_iam():
+    role = out["event_function_role_arn"].rsplit("/", 1)[1]
+    trust = client("iam").get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    principals = [st["Principal"] for st in trust["Statement"]]
+    if principals != [{"Service": "lambda.amazonaws.com"}]:
+        return f"trusted by {principals}"
+    statements = role_statements("event_function_role_arn", "events")
+    by_sid = {st.get("Sid"): st for st in statements}
+    worker = {st.get("Sid"): st for st in role_statements("worker_task_role_arn", "worker")}
+    for sid in ("PullSources", "PushDestinations", "Ledger", "ReadConfig", "DeadLetterPermanentFailures"):
+        if sid not in by_sid or by_sid[sid] != worker.get(sid):
+            return f"{sid}: {by_sid.get(sid)} differs from the worker's {worker.get(sid)}"
+    consume = by_sid.get("ConsumeEvents", {})
+    needed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage", "sqs:GetQueueAttributes"}
+    missing = sorted(needed - set(as_list(consume.get("Action", []))))
+    if missing or as_list(consume.get("Resource")) != [out["events_queue_arn"]]:
+        return f"ConsumeEvents {consume} (missing {missing})"
+    jobs = [st.get("Sid") for st in statements if out["jobs_queue_arn"] in as_list(st["Resource"])]
+    if jobs:
+        return f"may touch the jobs queue: {jobs}"
+    logs = as_list(by_sid.get("WriteLogs", {}).get("Resource"))
+    if len(logs) != 1 or out["event_function_log_group_name"] not in logs[0]:
+        return f"WriteLogs on {logs}"
+    wild = [st.get("Sid") for st in statements if st["Resource"] == "*" and st.get("Sid") != "EcrAuth"]
+    return f"statements on '*': {wild}" if wild else None
+
+
+def event_function_alarms():
+    cw = client("cloudwatch")
+    alarms = cw.describe_alarms(AlarmNamePrefix="ecr-sync-test-events-function-")["MetricAlarms"]
+    got = sorted((a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms)
+    want = [("Errors", out["event_function_name"]), ("Throttles", out["event_function_name"])]
+    if got != want:
+        return f"alarms {got}"
+    age = cw.describe_alarms(AlarmNames=["ecr-sync-test-oldest-event-age"])["MetricAlarms"]
+    if not age or age[0]["Dimensions"][0]["Value"] != out["events_queue_arn"].rsplit(":", 1)[1]:
+        return f"oldest-event alarm {age}"
+    return None
+
+
+check("push-event function: the worker's image and command as a container image, 300 s, 1024 MB, its role and log group", event_function)
+check("push-event function env: names in env-names.txt, values = output, ECR_SYNC_QUEUE_URL is the events queue, no drain", event_function_env)
+check("event source mapping: events queue -> function, batch 10, no batching window, ReportBatchItemFailures, max concurrency 3", event_source_mapping)
+check("push-event function IAM: trusted by Lambda only; the worker's copy, ledger, config and DLQ rights; the events queue only; its log group", event_function_iam)
+check("push-event function alarms: errors, throttles, oldest event age", event_function_alarms)

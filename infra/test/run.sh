@@ -546,6 +546,11 @@ fleet_env_names_read() {
     <(sort "$WORK/task-env.worker") || { echo "output environment (<) differs from the worker task definition (>)"; bad=1; }
   diff <(grep -Ev '^ECR_SYNC_(DRAIN|JOB_DEADLINE)_SECONDS=' "$WORK/task-env.worker" | sort) <(sort "$WORK/task-env.planner") ||
     { echo "planner env differs from the worker's minus its worker-only settings"; bad=1; }
+  # The push-event function runs the worker binary too.
+  names=$(help_env_names "$WORKER") || return 1
+  for name in $(json_get "$WORK/outputs.json" '" ".join(j["module"]["value"]["event_function_environment"])'); do
+    grep -qx "$name" <<<"$names" || { echo "the push-event function sets $name, which the worker does not read"; bad=1; }
+  done
   [ "$bad" = 0 ]
 }
 
@@ -634,7 +639,7 @@ elif [ ! -s "$WORK/outputs.json" ] || ! grep -q '"module"' "$WORK/outputs.json";
 else
   mkdir -p "$WORK/home"
   check "fleet: the registered task definitions' environment" fleet_task_env
-  check "fleet: each task definition sets only env its binary reads; output environment = worker task's" \
+  check "fleet: each task definition and the push-event function set only env their binary reads; output environment = worker task's" \
     fleet_env_names_read
   if check "fleet: source docker-registry on 127.0.0.1" start_registry SRC &&
     check "fleet: destination docker-registry on 127.0.0.1" start_registry DST &&
@@ -658,6 +663,54 @@ else
   fi
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 fi
+
+################################################################################
+# event_worker: an image outside ECR fails the plan of the Lambda path; then
+# "fargate" applied over it routes push events to the jobs queue
+################################################################################
+
+lambda_refuses_foreign_image() {
+  ! tf_bounded "$WORK/foreign-image.log" test/apply apply plan -input=false -no-color -state="$APPLY_STATE" \
+    "${TFVARS[@]}" -var task_image_uri=ghcr.io/example/ecr-sync || return 1
+  # Terraform wraps long messages: compare with the lines joined.
+  tr -s ' \n│' ' ' <"$WORK/foreign-image.log" | grep -q 'needs it in ECR in this region' ||
+    { tail -20 "$WORK/foreign-image.log"; return 1; }
+}
+check "event_worker = \"lambda\" with an image outside ECR fails the plan, naming event_worker" \
+  lambda_refuses_foreign_image
+
+fargate_events_apply() {
+  tf_bounded "$WORK/fargate.log" test/apply apply apply -auto-approve -input=false -no-color \
+    -state="$APPLY_STATE" "${TFVARS[@]}" -var event_worker=fargate ||
+    { grep -E 'Error' -A5 "$WORK/fargate.log" | tail -20; return 1; }
+  "$PY" - "$WORK/outputs.json" <<'PY'
+import json, os, sys
+import boto3
+out = json.load(open(sys.argv[1]))["module"]["value"]
+def client(service):
+    return boto3.client(service, endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+problems = []
+ev = client("events")
+rule = out["ecr_push_rule_arn"].rsplit("/", 1)[1]
+targets = [t["Arn"] for t in ev.list_targets_by_rule(Rule=rule)["Targets"]]
+if targets != [out["jobs_queue_arn"]]:
+    problems.append(f"rule targets {targets}")
+policy = json.loads(client("sqs").get_queue_attributes(QueueUrl=out["jobs_queue_url"], AttributeNames=["Policy"])["Attributes"]["Policy"])
+senders = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in policy["Statement"] if st.get("Principal") == {"Service": "events.amazonaws.com"}]
+if senders != [out["ecr_push_rule_arn"]]:
+    problems.append(f"jobs queue senders {senders}")
+functions = [f["FunctionName"] for f in client("lambda").list_functions()["Functions"]]
+if functions:
+    problems.append(f"functions left: {functions}")
+queues = client("sqs").list_queues().get("QueueUrls", [])
+if any(q.endswith("-events") for q in queues):
+    problems.append(f"events queue left: {queues}")
+print("\n".join(problems) or "fargate: rule -> jobs queue, which lets only the rule send; no function, no events queue")
+sys.exit(1 if problems else 0)
+PY
+}
+check "event_worker = \"fargate\" applied over \"lambda\": push rule targets the jobs queue, which lets it send; function and events queue gone" \
+  fargate_events_apply
 
 ################################################################################
 # Config type: the seed's example tfvars pass the module's `config` type

@@ -7,7 +7,7 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = ">= 5.30, < 7.0"
+      version = ">= 5.32, < 7.0"
     }
   }
 }
@@ -21,6 +21,18 @@ variable "namespace" {
   description = "Namespace of this test deployment."
   type        = string
   default     = "ecr-sync-test"
+}
+
+variable "event_worker" {
+  description = "The module's event_worker (run.sh plans \"fargate\" against the applied \"lambda\")."
+  type        = string
+  default     = "lambda"
+}
+
+variable "task_image_uri" {
+  description = "The module's task_image_uri (run.sh plans one outside ECR to see the Lambda path refuse it)."
+  type        = string
+  default     = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ecr-sync"
 }
 
 provider "aws" {
@@ -39,6 +51,7 @@ provider "aws" {
     ec2            = var.moto_endpoint
     ecs            = var.moto_endpoint
     iam            = var.moto_endpoint
+    lambda         = var.moto_endpoint
     kms            = var.moto_endpoint
     s3             = var.moto_endpoint
     scheduler      = var.moto_endpoint
@@ -52,7 +65,7 @@ module "ecr_sync" {
   source = "../.."
 
   namespace      = var.namespace
-  task_image_uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ecr-sync"
+  task_image_uri = var.task_image_uri
   task_image_tag = "test"
 
   config = {
@@ -68,7 +81,10 @@ module "ecr_sync" {
     ]
   }
 
+  # The default event_worker, "lambda": push events go to the events queue and the function.
   event_driven = { enabled = true }
+  event_worker = var.event_worker
+  event_lambda = { timeout_seconds = 300, max_concurrency = 3 }
 
   task_secrets = {
     REGISTRY_PASSWORD = "arn:aws:secretsmanager:us-east-1:123456789012:secret:registry-AbCdEf:password::"
