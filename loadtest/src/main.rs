@@ -1,9 +1,10 @@
 //! `ecr-sync-loadtest`: generate a synthetic fleet, run it through `sync` or the fleet on the
 //! local stack (with chaos), verify, and write a JSON result, a Markdown summary and an SVG
-//! chart.
+//! chart; or measure how long a push event takes to be copied (`events`).
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ecr_sync_loadtest::events::{self, run_events, EventsOpts};
 use ecr_sync_loadtest::generate::{generate, FleetSpec};
 use ecr_sync_loadtest::report::{self, RunResult};
 use ecr_sync_loadtest::run::{compare_skopeo, run, Mode, RegistryFault, RunOpts};
@@ -31,6 +32,10 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// On the local stack, push small images one at a time and measure from each push event to
+    /// the tag at the destination, by Lambda (cold start apart) and by a warm fleet worker;
+    /// write events.json and events.md.
+    Events(EventsArgs),
     /// Render summary.md and chart.svg from result JSON files.
     Report {
         /// result.json files (each holds a list of runs).
@@ -40,6 +45,49 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct EventsArgs {
+    /// Push events (images) per path.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    events: u64,
+    /// Milliseconds between polls of the destination for the tag (a latency is late by up to
+    /// this).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    poll_ms: u64,
+    /// Where events.json, events.md and the processes' logs go.
+    #[arg(long, default_value = "loadtest-out")]
+    out: PathBuf,
+    /// Where ecr-sync and ecr-sync-worker are [default: next to this binary].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+async fn events_command(args: EventsArgs) -> anyhow::Result<bool> {
+    let mut stack = Stack::start_local(bin_dir(args.bin_dir)?).await?;
+    let opts = EventsOpts {
+        events: args.events as usize,
+        poll: Duration::from_millis(args.poll_ms),
+    };
+    let measured = run_events(&mut stack, &opts).await;
+    let logs = args.out.join("logs");
+    stack.save_logs(&logs)?;
+    let result = measured.with_context(|| {
+        format!(
+            "events failed (the processes' logs are in {})",
+            logs.display()
+        )
+    })?;
+    let [json, md] = events::write_outputs(&args.out, &result)?;
+    print!("{}", events::markdown(&result));
+    eprintln!(
+        "wrote {}, {} and the processes' logs in {}/logs/",
+        json.display(),
+        md.display(),
+        args.out.display()
+    );
+    Ok(true)
 }
 
 #[derive(Args, Clone)]
@@ -333,6 +381,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(args) => run_command(*args).await,
+        Command::Events(args) => events_command(args).await,
         Command::Generate { registry, fleet } => {
             generate(&registry, &fleet.spec()).await.and_then(|g| {
                 println!("{}", serde_json::to_string_pretty(&g)?);

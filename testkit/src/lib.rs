@@ -8,12 +8,15 @@
 //!   limits, part sizes, redirects to an S3 stand-in, no mounts, referrers API).
 //! - [`proxy`] — a counting, fault-injecting HTTP proxy to put between the engine and a registry.
 //! - [`lambda_api`] — a local Lambda Runtime API, to run a function binary as Lambda does.
+//! - [`esm`] — an SQS event source mapping: feeds a queue's messages to the function behind
+//!   [`lambda_api`] in batches and deletes what it did not report failed, as Lambda does.
 //! - [`token`] — a bearer-token server for a registry run with `auth: token`.
 //! - [`seed`] — pushes synthetic images (random layers, multi-arch indexes, big blobs) straight
 //!   through the distribution API, independently of the engine under test.
 
 pub mod awsproxy;
 pub mod ecr;
+pub mod esm;
 pub mod lambda_api;
 pub mod moto;
 pub mod proxy;

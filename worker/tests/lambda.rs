@@ -1,16 +1,18 @@
 //! The worker as a Lambda function: the real binary, started as the Lambda runtime starts it
 //! (`AWS_LAMBDA_RUNTIME_API` pointing at testkit's local Runtime API), fed batches of real SQS
 //! messages from an events queue on moto as an event source mapping feeds it, copying between
-//! real registries. The test plays the event source mapping: it receives up to ten messages,
-//! invokes the function with them as an SQS event, and deletes those not reported in
-//! `batchItemFailures`.
+//! real registries. Testkit's event source mapping, driven one turn at a time by the test,
+//! receives up to ten messages, invokes the function with them as an SQS event, and deletes
+//! those not reported in `batchItemFailures`.
 
 mod common;
 
 use common::*;
+use ecr_sync_testkit::esm::{queue_arn, EventSourceMapping, Turn};
 use ecr_sync_testkit::lambda_api::{LambdaApi, Outcome};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The events queue a function is fed from: its own queue, dead-lettering into the fleet's
@@ -23,7 +25,7 @@ struct Events {
 impl Events {
     async fn create(stack: &Stack, max_receive_count: u32) -> Events {
         let sqs = stack.sqs().await;
-        let dlq_arn = queue_arn(&sqs, &stack.dlq_url).await;
+        let dlq_arn = queue_arn(&sqs, &stack.dlq_url).await.unwrap();
         let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count});
         let url = sqs
             .create_queue()
@@ -42,7 +44,7 @@ impl Events {
             .queue_url()
             .unwrap()
             .to_string();
-        let arn = queue_arn(&sqs, &url).await;
+        let arn = queue_arn(&sqs, &url).await.unwrap();
         Events { url, arn }
     }
 
@@ -59,20 +61,9 @@ impl Events {
     }
 }
 
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    out.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone()
-}
-
 /// The function: the worker binary under the local Runtime API.
 struct Function {
-    api: LambdaApi,
+    api: Arc<LambdaApi>,
     child: Child,
     stderr: std::path::PathBuf,
 }
@@ -88,7 +79,7 @@ impl Function {
     /// Starts the binary as Lambda would (its environment, the events queue as its queue),
     /// with `args` as the image's command override would give them.
     async fn start(stack: &Stack, events: &Events, args: &[&str]) -> Function {
-        let api = LambdaApi::start().await;
+        let api = Arc::new(LambdaApi::start().await);
         let stderr = stack.dir.path().join("function.err");
         let child = Command::new(env!("CARGO_BIN_EXE_ecr-sync-worker"))
             .args(args)
@@ -114,104 +105,82 @@ impl Function {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// One turn of the event source mapping: receives up to ten messages from `events`,
-    /// invokes the function with them (with `timeout`), and deletes the ones it did not
-    /// report. Returns the outcome and the batch's message ids, keyed by body.
-    async fn poll(
-        &self,
-        stack: &Stack,
-        events: &Events,
-        timeout: Duration,
-    ) -> (Outcome, Vec<(String, String)>) {
-        let sqs = stack.sqs().await;
-        let got = sqs
-            .receive_message()
-            .queue_url(&events.url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
+    /// One turn of the event source mapping (testkit's, driven by hand): receives up to ten
+    /// messages from `events`, invokes the function with them as an SQS event (allowing it
+    /// `timeout`), and deletes what Lambda would delete.
+    async fn poll(&self, stack: &Stack, events: &Events, timeout: Duration) -> Turn {
+        let mapping = EventSourceMapping::new(
+            stack.sqs().await,
+            &events.url,
+            &events.arn,
+            self.api.clone(),
+            10,
+            timeout,
+        );
+        let turn = mapping
+            .poll_once(Duration::from_secs(1))
             .await
-            .unwrap();
-        let records: Vec<Value> = got
-            .messages()
-            .iter()
-            .map(|m| record(m, &events.arn))
-            .collect();
-        assert!(!records.is_empty(), "no message on the events queue");
-        let ids: Vec<(String, String)> = got
-            .messages()
-            .iter()
-            .map(|m| (m.body().unwrap().into(), m.message_id().unwrap().into()))
-            .collect();
-        let request = self.api.invoke(json!({ "Records": records }), timeout);
-        let outcome = self
-            .api
-            .outcome(&request, timeout + Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| panic!("no answer; function log:\n{}", self.stderr()));
-        let back = failures(&outcome);
-        for m in got.messages() {
-            if !back.contains(&m.message_id().unwrap().to_string()) {
-                sqs.delete_message()
-                    .queue_url(&events.url)
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
+            .unwrap()
+            .expect("a message on the events queue");
+        if turn.outcome == Outcome::TimedOut {
+            panic!("no answer; function log:\n{}", self.stderr());
         }
-        (outcome, ids)
+        turn
     }
 }
 
-/// An SQS event record as Lambda builds it from a received message.
-fn record(m: &aws_sdk_sqs::types::Message, arn: &str) -> Value {
-    let attributes: serde_json::Map<String, Value> = m
-        .attributes()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), json!(v)))
-        .collect();
-    let message_attributes: serde_json::Map<String, Value> = m
-        .message_attributes()
-        .map(|attrs| {
-            attrs
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({"stringValue": v.string_value(), "dataType": v.data_type(),
-                           "stringListValues": [], "binaryListValues": []}),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-        "attributes": attributes, "messageAttributes": message_attributes,
-        "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs", "eventSourceARN": arn,
-        "awsRegion": "us-east-1",
+/// The message ids a turn's response reported in `batchItemFailures`.
+fn failures(turn: &Turn) -> Vec<String> {
+    if let Some(why) = &turn.batch_failed {
+        panic!(
+            "the invocation did not answer usably ({why}): {:?}",
+            turn.outcome
+        );
+    }
+    turn.reported.clone()
+}
+
+fn id_of<'a>(turn: &'a Turn, body: &str) -> &'a str {
+    turn.id_of(body).expect("in the batch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_event_source_mapping_feeds_every_push_to_the_function_and_deletes_it() {
+    let stack = Stack::start(5).await;
+    let events = Events::create(&stack, 5).await;
+    let want = stack.small_images("team/app", 3, 20).await;
+    stack.ecr_source_config(&[("team/app", &["v*"])]);
+    let function = Function::start(&stack, &events, &[]).await;
+    let mapping = EventSourceMapping::start(
+        stack.sqs().await,
+        &events.url,
+        &events.arn,
+        function.api.clone(),
+        10,
+        Duration::from_secs(60),
+    );
+    for (repo, tag, digest) in &want {
+        events.send(&stack, &push_event(repo, tag, digest)).await;
+    }
+    stack.until_copied(&want, Duration::from_secs(60)).await;
+    eventually(Duration::from_secs(20), "the batches deleted", || {
+        mapping.counts().deleted == 3
     })
-}
-
-/// The message ids a response reports in `batchItemFailures`.
-fn failures(outcome: &Outcome) -> Vec<String> {
-    let Outcome::Response(response) = outcome else {
-        panic!("the invocation did not answer: {outcome:?}");
-    };
-    response["batchItemFailures"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no batchItemFailures in {response}"))
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn id_of<'a>(ids: &'a [(String, String)], body: &str) -> &'a str {
-    &ids.iter().find(|(b, _)| b == body).expect("in the batch").1
+    .await;
+    let counts = mapping.counts();
+    assert_eq!((counts.records, counts.reported), (3, 0), "{counts:?}");
+    assert_eq!(counts.batches_failed + counts.sqs_errors, 0, "{counts:?}");
+    assert!(
+        (1..=3).contains(&counts.invocations),
+        "{counts:?}: {:?}",
+        mapping.last_error()
+    );
+    let turns = mapping.take_turns();
+    assert_eq!(turns.len() as u64, counts.invocations);
+    assert!(turns.iter().all(|t| t.batch_failed.is_none()), "{turns:?}");
+    assert_eq!(stack.depth(&events.url).await, 0);
+    let status = stack.planner(&["status", "--json"]).ok().json();
+    assert_eq!(status["states"]["succeeded"], 3, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,14 +202,14 @@ async fn a_batch_copies_dead_letters_and_hands_back_each_message_on_its_own() {
     for body in [&copied, &uncovered, &missing, &malformed, &newer] {
         events.send(&stack, body).await;
     }
-    let (outcome, ids) = function
+    let turn = function
         .poll(&stack, &events, Duration::from_secs(60))
         .await;
-    assert_eq!(ids.len(), 5, "one batch: {ids:?}");
+    assert_eq!(turn.messages.len(), 5, "one batch: {:?}", turn.messages);
     // Only the message for a newer worker comes back; Lambda deletes the others.
     assert_eq!(
-        failures(&outcome),
-        vec![id_of(&ids, &newer).to_string()],
+        failures(&turn),
+        vec![id_of(&turn, &newer).to_string()],
         "{}",
         function.stderr()
     );
@@ -290,11 +259,15 @@ async fn a_batch_copies_dead_letters_and_hands_back_each_message_on_its_own() {
     // is copied.
     let mut copied_other = false;
     for _ in 0..5 {
-        let (outcome, ids) = function
+        let turn = function
             .poll(&stack, &events, Duration::from_secs(60))
             .await;
-        if let Some((_, id)) = ids.iter().find(|(b, _)| *b == pushed) {
-            assert!(!failures(&outcome).contains(id), "{}", function.stderr());
+        if let Some(id) = turn.id_of(&pushed) {
+            assert!(
+                !failures(&turn).contains(&id.to_string()),
+                "{}",
+                function.stderr()
+            );
             copied_other = true;
             break;
         }
@@ -341,11 +314,11 @@ async fn a_job_still_running_near_the_deadline_is_released_and_finishes_next_tim
 
     // An 8 s invocation: the job is released 2 s before its deadline (a quarter of it).
     let started = std::time::Instant::now();
-    let (outcome, ids) = function.poll(&stack, &events, Duration::from_secs(8)).await;
+    let turn = function.poll(&stack, &events, Duration::from_secs(8)).await;
     let took = started.elapsed();
     assert_eq!(
-        failures(&outcome),
-        vec![ids[0].1.clone()],
+        failures(&turn),
+        vec![turn.messages[0].message_id.clone()],
         "{}",
         function.stderr()
     );
@@ -367,11 +340,11 @@ async fn a_job_still_running_near_the_deadline_is_released_and_finishes_next_tim
 
     // Visible again at once; with the source fast again the next invocation copies it.
     proxy.set_faults(proxy::Faults::default());
-    let (outcome, ids) = function
+    let turn = function
         .poll(&stack, &events, Duration::from_secs(60))
         .await;
-    assert_eq!(ids[0].0, body);
-    assert!(failures(&outcome).is_empty(), "{}", function.stderr());
+    assert_eq!(turn.messages[0].body, body);
+    assert!(failures(&turn).is_empty(), "{}", function.stderr());
     assert_eq!(stack.dst_digest("slow/app", "v1").await, Some(image.digest));
     let status = stack.planner(&["status", "--json"]).ok().json();
     assert_eq!(status["states"]["succeeded"], 1, "{status}");
@@ -384,8 +357,8 @@ async fn on_its_last_delivery_a_job_past_the_deadline_is_recorded_dead_not_relea
     // no reason and no ledger record.
     let events = Events::create(&stack, 1).await;
     let (_image, _proxy, function, _) = slow_push(&stack, &events).await;
-    let (outcome, _) = function.poll(&stack, &events, Duration::from_secs(8)).await;
-    assert!(failures(&outcome).is_empty(), "{}", function.stderr());
+    let turn = function.poll(&stack, &events, Duration::from_secs(8)).await;
+    assert!(failures(&turn).is_empty(), "{}", function.stderr());
     let dlq = stack.dlq();
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(dlq[0]["error_class"], "timeout", "{dlq:?}");
