@@ -14,6 +14,7 @@
 //! - [`seed`] — pushes synthetic images (random layers, multi-arch indexes, big blobs) straight
 //!   through the distribution API, independently of the engine under test.
 
+pub mod artifacts;
 pub mod awsproxy;
 pub mod ecr;
 pub mod esm;

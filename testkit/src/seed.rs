@@ -58,7 +58,7 @@ pub struct Pushed {
 /// Pushes to one registry.
 pub struct Seeder {
     http: reqwest::Client,
-    base: String,
+    pub(crate) base: String,
     auth: Option<(String, String)>,
 }
 
@@ -72,7 +72,7 @@ impl Seeder {
         }
     }
 
-    fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, url);
         match &self.auth {
             Some((u, p)) => r.basic_auth(u, Some(p)),

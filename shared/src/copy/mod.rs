@@ -4,9 +4,11 @@
 
 mod blobs;
 pub mod decide;
+mod referrers;
 
 pub use blobs::BlobMover;
 pub use decide::{decide, Decision};
+pub use referrers::{ReferrerCopy, ReferrerCount, MAX_DEPTH};
 
 use crate::job::JobError;
 use crate::manifest::{self, Contents, ManifestError};

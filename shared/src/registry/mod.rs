@@ -12,11 +12,13 @@ mod auth;
 mod error;
 mod http;
 mod pacing;
+mod referrers;
 
 pub use crate::manifest::Manifest;
 pub use auth::{Credentials, TokenSource};
 pub use error::{ErrorKind, RegistryError};
 pub use pacing::{Budget, MANIFEST_PUT};
+pub use referrers::{schema_tag, Listing, Referrer};
 
 use crate::digest::Digest;
 use crate::manifest;
