@@ -13,6 +13,7 @@ use ecr_sync_testkit::moto::MotoProcess;
 use ecr_sync_testkit::registry::{RegistryOpts, RegistryProcess};
 use ecr_sync_testkit::seed::{self, Pushed, Seeder};
 use serde_json::json;
+use std::sync::atomic::Ordering;
 
 /// One registry as the copy sees it and as the test pushes to it.
 struct Side {
@@ -204,11 +205,19 @@ async fn without_a_referrers_api_referrers_travel_through_the_tag_schema_both_wa
     assert_eq!(sig["artifactType"], COSIGN_SIGNATURE);
     assert_eq!(sig["annotations"]["org.example.seed"], "11");
 
-    // Again: everything is there, nothing is pushed, the index is not rewritten.
+    // Again: everything is there, nothing is pushed, the index is not rewritten. Each side is
+    // asked for the tag-schema index of each subject at once (its missing API was learnt).
     let tag = ecr_sync::registry::schema_tag(&digest(&s.image));
     let before = dst.client.head_manifest("app", &tag).await.unwrap();
+    let requests = |side: &Side| side.client.counts.total.load(Ordering::Relaxed);
+    let (src_before, dst_before) = (requests(&src), requests(&dst));
     let count = copy(&src, &dst, &s.image, &[]).await;
     assert_eq!((count.copied, count.present), (0, 3));
+    // Source: the image manifest, then one index per subject (the image, the signature, the
+    // SBOM, its signature). Destination: the image's two blob HEADs and its tag PUT, then one
+    // index per subject with referrers (the image, the SBOM).
+    assert_eq!(requests(&src) - src_before, 1 + 4);
+    assert_eq!(requests(&dst) - dst_before, 3 + 2);
     assert_eq!(dst.client.head_manifest("app", &tag).await.unwrap(), before);
 
     // A signature added at the source later is copied and listed next to the others.

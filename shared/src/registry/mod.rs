@@ -87,6 +87,9 @@ pub struct Registry {
     /// Per kind of request, the pace after a 429 without `Retry-After`.
     pacers: pacing::Pacers,
     retry: RetryPolicy,
+    /// Repositories whose referrers API answered 404: the registry has none, and their
+    /// referrers are read from the tag schema without asking again.
+    no_referrers_api: Mutex<std::collections::HashSet<String>>,
     /// Requests made to this registry.
     pub counts: RequestCounts,
 }
@@ -139,6 +142,7 @@ impl Registry {
             gate: HostGate::default(),
             pacers: pacing::Pacers::new(opts.budgets),
             retry: opts.retry,
+            no_referrers_api: Mutex::default(),
             counts: RequestCounts::default(),
         })
     }

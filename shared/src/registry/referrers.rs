@@ -101,8 +101,17 @@ fn entries(index: &[u8], what: &str) -> Result<Vec<Referrer>, String> {
 
 impl Registry {
     /// The referrers of `subject` in `repo`: from the referrers API, following `Link` pages;
-    /// from the tag-schema index when the registry answers the API with 404 (it has none).
+    /// from the tag-schema index when the registry answers the API with 404 (it has none; the
+    /// repository's next listings go to the tag schema at once). Remembered per repository,
+    /// not per registry: a registry with the API answers 404 for a repository that does not
+    /// exist, and that must not hide the referrers of the others.
     pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Listing, RegistryError> {
+        if self.no_referrers_api.lock().unwrap().contains(repo) {
+            return self
+                .schema_referrers(repo, subject)
+                .await
+                .map(Listing::TagSchema);
+        }
         let op = "GET referrers";
         let mut url = self.url(&format!("/v2/{repo}/referrers/{subject}"));
         let mut found = Vec::new();
@@ -114,6 +123,10 @@ impl Registry {
                 .await?
             else {
                 if found.is_empty() {
+                    self.no_referrers_api
+                        .lock()
+                        .unwrap()
+                        .insert(repo.to_string());
                     return self
                         .schema_referrers(repo, subject)
                         .await
