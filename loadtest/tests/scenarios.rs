@@ -11,6 +11,11 @@ use ecr_sync_loadtest::run::{run, Mode, RunOpts};
 use ecr_sync_loadtest::stack::{bin_dir, Stack};
 use std::time::Duration;
 
+/// The scenarios take turns: each runs a whole stack (moto, registries, four workers), and two
+/// at once on a small machine slowed moto enough that a heartbeat came late and a clean run saw
+/// a message delivered twice.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn spec() -> FleetSpec {
     FleetSpec {
         repos: 10,
@@ -64,6 +69,7 @@ fn assert_clean(r: &RunResult, stack: &Stack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_fleet_run_copies_every_tag_and_a_warm_rerun_emits_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start_local(bin_dir(None).unwrap()).await.unwrap();
     let generated = stack.generate(&spec()).await.unwrap();
     assert_eq!(generated.images.len(), 300);
@@ -73,12 +79,15 @@ async fn a_clean_fleet_run_copies_every_tag_and_a_warm_rerun_emits_nothing() {
     assert_clean(&cold, &stack);
     assert_eq!(cold.verdict.checked, 300);
     assert_eq!(cold.jobs_emitted, 300);
-    assert_eq!(
+    // Every job succeeded — or, delivered again because a heartbeat came late on a loaded
+    // machine (6 s visibility here), found its copy done and ended skipped: at-least-once
+    // delivery, not an error. Nothing else.
+    let (succeeded, skipped) = (
         cold.jobs.get("succeeded").copied().unwrap_or(0),
-        300,
-        "{:?}",
-        cold.jobs
+        cold.jobs.get("skipped").copied().unwrap_or(0),
     );
+    assert_eq!(succeeded + skipped, 300, "{:?}", cold.jobs);
+    assert!(skipped <= 3, "{:?}", cold.jobs);
     let aws = cold.aws_per_job.expect("a fleet run counts AWS calls");
     let duplicated = cold
         .verdict
@@ -108,6 +117,7 @@ async fn a_clean_fleet_run_copies_every_tag_and_a_warm_rerun_emits_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_workers_killed_and_registry_and_aws_faults_lose_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start_local(bin_dir(None).unwrap()).await.unwrap();
     let generated = stack.generate(&spec()).await.unwrap();
     let opts = RunOpts {
