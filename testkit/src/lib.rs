@@ -18,6 +18,7 @@ pub mod artifacts;
 pub mod awsproxy;
 pub mod ecr;
 pub mod esm;
+pub mod events;
 pub mod lambda_api;
 pub mod moto;
 pub mod proxy;

@@ -8,7 +8,8 @@
 mod common;
 
 use common::*;
-use ecr_sync_testkit::esm::{queue_arn, EventSourceMapping, Turn};
+use ecr_sync_testkit::esm::{EventSourceMapping, Turn};
+use ecr_sync_testkit::events::events_queue;
 use ecr_sync_testkit::lambda_api::{LambdaApi, Outcome};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -24,27 +25,15 @@ struct Events {
 
 impl Events {
     async fn create(stack: &Stack, max_receive_count: u32) -> Events {
-        let sqs = stack.sqs().await;
-        let dlq_arn = queue_arn(&sqs, &stack.dlq_url).await.unwrap();
-        let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count});
-        let url = sqs
-            .create_queue()
-            .queue_name("test-events")
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-                "120",
-            )
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-                redrive.to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string();
-        let arn = queue_arn(&sqs, &url).await.unwrap();
+        let (url, arn) = events_queue(
+            &stack.sqs().await,
+            "test-events",
+            Duration::from_secs(20),
+            &stack.dlq_url,
+            max_receive_count,
+        )
+        .await
+        .unwrap();
         Events { url, arn }
     }
 

@@ -7,9 +7,10 @@
 use super::probe::{self, until, until_copied, Consumer};
 use super::{summarise, EventPath, EventsOpts, PathResult, MAX_RECEIVE_COUNT};
 use crate::stack::Stack;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use ecr_sync::fleet::queue::Queue;
-use ecr_sync_testkit::esm::{queue_arn, EventSourceMapping, Turn};
+use ecr_sync_testkit::esm::{EventSourceMapping, Turn};
+use ecr_sync_testkit::events::events_queue;
 use ecr_sync_testkit::lambda_api::LambdaApi;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,7 +28,14 @@ const SETTLED_CHECK: Duration = Duration::from_millis(10);
 pub(super) async fn run(stack: &Stack, opts: &EventsOpts) -> anyhow::Result<PathResult> {
     let path = EventPath::Lambda;
     let sqs = stack.aws().sqs().await;
-    let (url, arn) = events_queue(stack).await?;
+    let (url, arn) = events_queue(
+        &sqs,
+        "loadtest-events",
+        FUNCTION_TIMEOUT,
+        &stack.dlq_url,
+        MAX_RECEIVE_COUNT,
+    )
+    .await?;
     let queue = Queue::new(sqs.clone(), &url);
     let api = Arc::new(LambdaApi::start().await);
     let relay = Relay::start(api.runtime_api()).await?;
@@ -103,30 +111,6 @@ pub(super) async fn run(stack: &Stack, opts: &EventsOpts) -> anyhow::Result<Path
         .get()
         .map(|first| probe::ms(first.saturating_duration_since(started)));
     Ok(summarise(path, each, &consumer.log(), &sent_at, init_ms))
-}
-
-/// Creates the events queue as the Terraform module does — visibility six times the function's
-/// timeout, 20 s long polls, dead-lettering into the fleet's DLQ — and returns its URL and ARN.
-async fn events_queue(stack: &Stack) -> anyhow::Result<(String, String)> {
-    let sqs = stack.aws().sqs().await;
-    let dlq_arn = queue_arn(&sqs, &stack.dlq_url).await?;
-    let redrive =
-        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT});
-    let visibility = 6 * FUNCTION_TIMEOUT.as_secs();
-    let url = sqs
-        .create_queue()
-        .queue_name("loadtest-events")
-        .attributes("VisibilityTimeout".into(), visibility.to_string())
-        .attributes("ReceiveMessageWaitTimeSeconds".into(), "20")
-        .attributes("RedrivePolicy".into(), redrive.to_string())
-        .send()
-        .await
-        .context("cannot create the events queue")?
-        .queue_url()
-        .context("CreateQueue answered no queue URL")?
-        .to_string();
-    let arn = queue_arn(&sqs, &url).await?;
-    Ok((url, arn))
 }
 
 /// A loopback TCP relay to the Runtime API that notes when the function first connects.

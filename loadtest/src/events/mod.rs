@@ -37,9 +37,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The source account's ECR registry host the push events name; the config maps it to the
-/// local source registry.
-pub const ECR_SOURCE: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+pub use ecr_sync_testkit::events::ECR_SOURCE;
 
 /// Receives before a message is dead-lettered (`bootstrap`'s and the events queue's).
 const MAX_RECEIVE_COUNT: u32 = 5;

@@ -5,6 +5,7 @@ use super::{EventLatency, EventPath, ECR_SOURCE, LIMIT};
 use crate::stack::{Endpoint, Stack};
 use anyhow::{bail, Context};
 use ecr_sync::fleet::queue::Queue;
+use ecr_sync_testkit::events::ecr_push_event;
 use ecr_sync_testkit::seed;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -42,7 +43,7 @@ pub(super) async fn push_and_send(
         .image(repo, Some(&tag), vec![layer], &[], ("linux", "amd64"))
         .await
         .with_context(|| format!("cannot push {repo}:{tag}"))?;
-    let body = push_event(repo, &tag, &pushed.digest, &format!("loadtest-{repo}-{i}"));
+    let body = ecr_push_event(repo, &tag, &pushed.digest, &format!("loadtest-{repo}-{i}"));
     let (at, wall) = (Instant::now(), SystemTime::now());
     queue
         .send(&body, &[])
@@ -56,18 +57,6 @@ pub(super) async fn push_and_send(
         at,
         wall,
     })
-}
-
-/// An ECR "Image Action" push event from [`ECR_SOURCE`], as EventBridge delivers it.
-fn push_event(repo: &str, tag: &str, digest: &str, id: &str) -> String {
-    serde_json::json!({
-        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
-        "account": "111122223333", "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
-        "resources": [],
-        "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest,
-                   "action-type": "PUSH", "image-tag": tag}
-    })
-    .to_string()
 }
 
 /// The local destination registry, reached directly.

@@ -452,8 +452,7 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
     }
 }
 
-/// The source account's ECR registry host in push-event tests.
-pub const ECR_SOURCE: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+pub use ecr_sync_testkit::events::ECR_SOURCE;
 
 /// An ECR "Image Action" push event from [`ECR_SOURCE`]'s account, as EventBridge delivers it
 /// (each with its own event id, as EventBridge gives them; a redelivery repeats the body).
@@ -464,12 +463,5 @@ pub fn push_event(repo: &str, tag: &str, digest: &str) -> String {
         std::process::id(),
         EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    serde_json::json!({
-        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
-        "account": "111122223333", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
-        "resources": [],
-        "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest,
-                   "action-type": "PUSH", "image-tag": tag}
-    })
-    .to_string()
+    ecr_sync_testkit::events::ecr_push_event(repo, tag, digest, &id)
 }
