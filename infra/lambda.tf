@@ -47,46 +47,11 @@ resource "aws_sqs_queue" "events" {
   tags = local.tags
 }
 
-data "aws_iam_policy_document" "events_queue" {
-  count = local.event_lambda ? 1 : 0
-
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["sqs:*"]
-    resources = [aws_sqs_queue.events[0].arn]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-
-  statement {
-    sid       = "EcrPushRuleSends"
-    actions   = ["sqs:SendMessage"]
-    resources = [aws_sqs_queue.events[0].arn]
-    principals {
-      type        = "Service"
-      identifiers = ["events.${local.dns_suffix}"]
-    }
-    condition {
-      test     = "ArnEquals"
-      variable = "aws:SourceArn"
-      values   = [aws_cloudwatch_event_rule.ecr_push[0].arn]
-    }
-  }
-}
-
 resource "aws_sqs_queue_policy" "events" {
   count = local.event_lambda ? 1 : 0
 
   queue_url = aws_sqs_queue.events[0].id
-  policy    = data.aws_iam_policy_document.events_queue[0].json
+  policy    = data.aws_iam_policy_document.queue["events"].json # queue.tf
 }
 
 resource "aws_cloudwatch_log_group" "events" {
@@ -244,32 +209,26 @@ resource "aws_iam_role_policy" "event_lambda" {
 # Alarms: the function failing or throttled, push events waiting
 # ---------------------------------------------------------------------------
 
-resource "aws_cloudwatch_metric_alarm" "event_lambda_errors" {
-  count = local.event_lambda ? 1 : 0
-
-  alarm_name          = "${var.namespace}-events-function-errors"
-  alarm_description   = "ecr-sync ${var.namespace}: the push-event function failed whole invocations (crash, timeout, init error); its batches come back and end in the DLQ after max_receive_count. See ${aws_cloudwatch_log_group.events[0].name}."
-  namespace           = "AWS/Lambda"
-  metric_name         = "Errors"
-  dimensions          = { FunctionName = aws_lambda_function.events[0].function_name }
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-  tags                = local.tags
+locals {
+  event_lambda_alarms = local.event_lambda ? {
+    errors = {
+      metric      = "Errors"
+      description = "the push-event function failed whole invocations (crash, timeout, init error); its batches come back and end in the DLQ after max_receive_count. See ${aws_cloudwatch_log_group.events[0].name}."
+    }
+    throttles = {
+      metric      = "Throttles"
+      description = "invocations of the push-event function were throttled (account concurrency used up); push events wait on the events queue."
+    }
+  } : {}
 }
 
-resource "aws_cloudwatch_metric_alarm" "event_lambda_throttles" {
-  count = local.event_lambda ? 1 : 0
+resource "aws_cloudwatch_metric_alarm" "event_lambda" {
+  for_each = local.event_lambda_alarms
 
-  alarm_name          = "${var.namespace}-events-function-throttles"
-  alarm_description   = "ecr-sync ${var.namespace}: invocations of the push-event function were throttled (account concurrency used up); push events wait on the events queue."
+  alarm_name          = "${var.namespace}-events-function-${each.key}"
+  alarm_description   = "ecr-sync ${var.namespace}: ${each.value.description}"
   namespace           = "AWS/Lambda"
-  metric_name         = "Throttles"
+  metric_name         = each.value.metric
   dimensions          = { FunctionName = aws_lambda_function.events[0].function_name }
   statistic           = "Sum"
   period              = 300

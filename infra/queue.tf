@@ -33,12 +33,23 @@ resource "aws_sqs_queue" "jobs" {
   tags = local.tags
 }
 
-data "aws_iam_policy_document" "jobs_queue" {
+# The queues' policies: TLS only, and the ECR push rule may send to the queue it targets (the
+# events queue of lambda.tf, or the jobs queue with event_worker = "fargate").
+locals {
+  queue_policies = merge(
+    { jobs = { arn = aws_sqs_queue.jobs.arn, rule_sends = var.event_driven.enabled && !local.event_lambda } },
+    local.event_lambda ? { events = { arn = aws_sqs_queue.events[0].arn, rule_sends = true } } : {},
+  )
+}
+
+data "aws_iam_policy_document" "queue" {
+  for_each = local.queue_policies
+
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
     actions   = ["sqs:*"]
-    resources = [aws_sqs_queue.jobs.arn]
+    resources = [each.value.arn]
     principals {
       type        = "*"
       identifiers = ["*"]
@@ -51,11 +62,11 @@ data "aws_iam_policy_document" "jobs_queue" {
   }
 
   dynamic "statement" {
-    for_each = var.event_driven.enabled && !local.event_lambda ? [1] : []
+    for_each = each.value.rule_sends ? [1] : []
     content {
       sid       = "EcrPushRuleSends"
       actions   = ["sqs:SendMessage"]
-      resources = [aws_sqs_queue.jobs.arn]
+      resources = [each.value.arn]
       principals {
         type        = "Service"
         identifiers = ["events.${local.dns_suffix}"]
@@ -71,5 +82,5 @@ data "aws_iam_policy_document" "jobs_queue" {
 
 resource "aws_sqs_queue_policy" "jobs" {
   queue_url = aws_sqs_queue.jobs.id
-  policy    = data.aws_iam_policy_document.jobs_queue.json
+  policy    = data.aws_iam_policy_document.queue["jobs"].json
 }
