@@ -38,6 +38,11 @@ variable "config" {
       source      = string
       destination = optional(string)
       tags        = optional(list(string))
+      # Overrides the top-level referrers, field by field, for this repository.
+      referrers = optional(object({
+        enabled        = optional(bool)
+        artifact_types = optional(list(string))
+      }))
     })), [])
     repo_defaults = optional(object({
       scan_on_push     = optional(bool, true)
@@ -59,6 +64,12 @@ variable "config" {
     concurrency = optional(object({
       jobs  = optional(number)
       blobs = optional(number)
+    }))
+    # OCI referrers (signatures, attestations, SBOMs) copied with each image: enabled (default
+    # true) and artifact_types (default: every type).
+    referrers = optional(object({
+      enabled        = optional(bool)
+      artifact_types = optional(list(string))
     }))
   })
   default = {}
@@ -86,6 +97,14 @@ variable "config" {
   validation {
     condition     = alltrue([for r in var.config.repos : r.tags == null ? true : length(r.tags) > 0 && alltrue([for t in r.tags : length(t) > 0])])
     error_message = "config.repos[*].tags, when set, must be a non-empty list of non-empty glob patterns (omit it to sync all tags)."
+  }
+
+  validation {
+    condition = alltrue([
+      for r in concat([var.config.referrers], [for repo in var.config.repos : repo.referrers]) :
+      r == null ? true : r.artifact_types == null ? true : length(r.artifact_types) > 0 && alltrue([for t in r.artifact_types : can(regex("^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$", t))])
+    ])
+    error_message = "config.referrers.artifact_types and config.repos[*].referrers.artifact_types, when set, must be non-empty lists of media types (type/subtype, such as application/vnd.dev.cosign.artifact.sig.v1+json)."
   }
 
   validation {

@@ -77,8 +77,10 @@ module "ecr_sync" {
       {
         source      = "111122223333.dkr.ecr.us-east-1.amazonaws.com/gadgets/ui"
         destination = "my-team/ui-gadgets"
+        referrers   = { artifact_types = ["application/vnd.dev.cosign.artifact.sig.v1+json"] }
       },
     ]
+    referrers = { enabled = true }
   }
 
   # The default event_worker, "lambda": push events go to the events queue and the function.

@@ -21,7 +21,9 @@
 //!   "registries": { "127.0.0.1:5000": { "endpoint": "http://127.0.0.1:5000", "plain_http": true,
 //!                   "ca_file": "ca.pem", "username_env": "REG_USER", "password_env": "REG_PASS",
 //!                   "ecr_auth": false } },
-//!   "concurrency": { "jobs": 16, "blobs": 8 }
+//!   "concurrency": { "jobs": 16, "blobs": 8 },
+//!   "referrers": { "enabled": true,         // default true; also per entry of repos
+//!                  "artifact_types": ["application/vnd.dev.cosign.artifact.sig.v1+json"] }
 //! }
 //! ```
 //!
@@ -37,6 +39,7 @@
 mod error;
 mod names;
 mod raw;
+mod referrers;
 mod registry_settings;
 #[cfg(test)]
 mod tests;
@@ -49,6 +52,7 @@ pub use error::{ConfigError, ConfigErrorKind, Problem};
 pub use names::{
     check_repository_path, check_tag, is_ecr_host, EcrHost, MAX_REPOSITORY_PATH_LEN, MAX_TAG_LEN,
 };
+pub use referrers::Referrers;
 
 use crate::tag_filter::TagFilter;
 
@@ -79,6 +83,8 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistrySettings>,
     /// Parallelism limits.
     pub concurrency: Concurrency,
+    /// Which referrers follow images, unless an entry of `repos` says otherwise.
+    pub referrers: Referrers,
 }
 
 /// The sync mode (`mode`).
@@ -100,6 +106,9 @@ pub struct RepoSync {
     pub destination: String,
     /// Which tags are synced.
     pub tags: TagFilter,
+    /// Which referrers follow its images (the top-level `referrers`, field by field
+    /// overridden by the entry's own).
+    pub referrers: Referrers,
 }
 
 impl RepoSync {
