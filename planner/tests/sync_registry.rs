@@ -96,8 +96,8 @@ async fn globs_select_tags_rename_works_and_a_warm_rerun_touches_no_blob() {
     }
 
     // Warm: nothing to copy, no blob request at either end, one source request per tag plus
-    // listing and the auth ping; the destination is only listed (the ledger saw every tag
-    // there a moment ago).
+    // listing, the referrers API probe (per configured repository) and the auth ping; the
+    // destination is only listed (the ledger saw every tag there a moment ago).
     p.src_proxy.reset_counts();
     p.dst_proxy.reset_counts();
     let warm = w.sync(&cfg, &[], &[]);
@@ -107,7 +107,7 @@ async fn globs_select_tags_rename_works_and_a_warm_rerun_touches_no_blob() {
     assert_eq!(p.src_proxy.blob_requests() + p.dst_proxy.blob_requests(), 0);
     let total = p.src_proxy.requests().len() + p.dst_proxy.requests().len();
     assert!(
-        total <= 8 + 2 * 2 + 2,
+        total <= 8 + 2 * 3 + 2,
         "warm run made {total} requests: {:?} {:?}",
         p.src_proxy.requests(),
         p.dst_proxy.requests()

@@ -5,9 +5,12 @@
 //! runners of `sync`, the fleet worker).
 
 use crate::config::Config;
-use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy};
+use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy, ReferrerCopy, ReferrerCount};
+use crate::digest::Digest;
 use crate::job::{Destination, JobError, JobOutcome, PlannedJob};
+use crate::manifest::{self, Contents};
 use crate::registries::{Budgets, Registries};
+use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 use crate::vocab::ErrorClass;
 use std::collections::HashMap;
@@ -28,6 +31,9 @@ pub struct Engine {
     retry: RetryPolicy,
     movers: Mutex<HashMap<String, Arc<BlobMover>>>,
     bytes: Arc<AtomicU64>,
+    /// Destination repository → the artifact types of referrers to copy with its images
+    /// (empty: all), for the repositories whose referrers are copied.
+    referrers: HashMap<String, Vec<String>>,
 }
 
 impl Engine {
@@ -40,8 +46,15 @@ impl Engine {
         bytes: Arc<AtomicU64>,
         budgets: Arc<Budgets>,
     ) -> Engine {
+        let referrers = config
+            .repos
+            .iter()
+            .filter(|r| r.referrers.enabled)
+            .map(|r| (r.destination.clone(), r.referrers.artifact_types.clone()))
+            .collect();
         Engine {
             registries: Registries::new(&config, retry.clone(), aws, budgets),
+            referrers,
             config,
             retry,
             movers: Mutex::new(HashMap::new()),
@@ -105,7 +118,18 @@ impl Engine {
             Destination::Holds(d) => Some(d.clone()),
         };
         match decide(digest, existing.as_ref(), planned.immutable_tags) {
-            Decision::UpToDate => return Ok(JobOutcome::UpToDate),
+            Decision::UpToDate if dry_run => return Ok(JobOutcome::UP_TO_DATE),
+            Decision::UpToDate => {
+                // The image is there; referrers added at the source since (a late signature)
+                // are not, until they are copied here.
+                let n = self
+                    .referrers(planned, &src, &dst, std::slice::from_ref(digest))
+                    .await?;
+                return Ok(JobOutcome::UpToDate {
+                    bytes: n.bytes,
+                    referrers: n.copied,
+                });
+            }
             Decision::ImmutableConflict { existing } => {
                 return Err(CopyError::ImmutableTag {
                     tag: tag.clone(),
@@ -189,6 +213,62 @@ impl Engine {
                 _ => return Err(e.into()),
             }
         }
-        Ok(JobOutcome::Copied { bytes })
+        // Referrers follow the tag, so a crash in between leaves an image whose signature the
+        // next run's referrer check (or this job's retry, which finds the tag up to date)
+        // copies; the children of an index can be signed one by one (`cosign sign
+        // --recursive`).
+        let mut subjects = vec![digest.clone()];
+        if let Ok(Contents::Index { children }) =
+            manifest::contents(&manifest.media_type, &manifest.bytes)
+        {
+            subjects.extend(children.into_iter().map(|c| c.digest));
+        }
+        let n = self.referrers(planned, &src, &dst, &subjects).await?;
+        Ok(JobOutcome::Copied {
+            bytes: bytes + n.bytes,
+            referrers: n.copied,
+        })
+    }
+
+    /// Copies the referrers of `subjects` (already at the destination) that the destination
+    /// lacks, when the job's repository copies referrers.
+    async fn referrers(
+        &self,
+        planned: &PlannedJob,
+        src: &Registry,
+        dst: &Registry,
+        subjects: &[Digest],
+    ) -> Result<ReferrerCount, JobError> {
+        let job = &planned.job;
+        let Some(artifact_types) = self.referrers.get(&job.destination_repo) else {
+            return Ok(ReferrerCount::default());
+        };
+        let mover = self.mover(&job.destination_registry);
+        let image = ImageCopy {
+            src,
+            src_repo: &job.source_repo,
+            dst,
+            dst_repo: &job.destination_repo,
+            probe: true,
+            blobs: &mover,
+        };
+        let copy = ReferrerCopy {
+            image: &image,
+            artifact_types,
+            source_schema_tags: planned.source_schema_tags.as_deref(),
+        };
+        let mut total = ReferrerCount::default();
+        for n in futures_util::future::join_all(subjects.iter().map(|s| copy.copy(s))).await {
+            total += n?;
+        }
+        if total.copied > 0 {
+            tracing::info!(
+                copied = total.copied,
+                present = total.present,
+                skipped = total.skipped,
+                "referrers copied"
+            );
+        }
+        Ok(total)
     }
 }

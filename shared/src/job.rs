@@ -94,6 +94,10 @@ pub struct PlannedJob {
     /// be old (queues do not keep order, retries wait, events arrive late); a one-machine run
     /// resolved the tag a moment ago.
     pub confirm_source_tag: bool,
+    /// When planning found the source repository without a referrers API: the tag-schema
+    /// tags (`sha256-<hex>`) its listing showed, so a subject without one is known to have no
+    /// referrers without asking (`None`: ask).
+    pub source_schema_tags: Option<std::sync::Arc<std::collections::HashSet<String>>>,
 }
 
 /// Why a job failed: its class and a reason a person can act on.
@@ -126,11 +130,18 @@ impl std::fmt::Display for JobError {
 pub enum JobOutcome {
     /// The image was copied; bytes streamed (shared blobs count once, for the job that moved them).
     Copied {
-        /// Bytes streamed.
+        /// Bytes streamed, the referrers' included.
         bytes: u64,
+        /// Referrers copied with it (signatures, attestations, SBOMs).
+        referrers: u32,
     },
-    /// The destination already held the source digest.
-    UpToDate,
+    /// The destination already held the source digest; referrers it lacked were copied.
+    UpToDate {
+        /// Bytes streamed for referrers.
+        bytes: u64,
+        /// Referrers copied.
+        referrers: u32,
+    },
     /// Dry run: it would be copied.
     WouldCopy,
     /// It failed.
@@ -143,10 +154,26 @@ impl JobOutcome {
     /// Bytes streamed.
     pub fn bytes(&self) -> u64 {
         match self {
-            JobOutcome::Copied { bytes } => *bytes,
+            JobOutcome::Copied { bytes, .. } | JobOutcome::UpToDate { bytes, .. } => *bytes,
             _ => 0,
         }
     }
+
+    /// Referrers copied.
+    pub fn referrers(&self) -> u32 {
+        match self {
+            JobOutcome::Copied { referrers, .. } | JobOutcome::UpToDate { referrers, .. } => {
+                *referrers
+            }
+            _ => 0,
+        }
+    }
+
+    /// Up to date, nothing copied: planning's verdict without running the job.
+    pub const UP_TO_DATE: JobOutcome = JobOutcome::UpToDate {
+        bytes: 0,
+        referrers: 0,
+    };
 
     /// The failure, if it failed.
     pub fn error(&self) -> Option<&JobError> {

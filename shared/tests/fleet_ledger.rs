@@ -51,6 +51,7 @@ fn job(tag: &str) -> JobMessage {
         destination: Destination::Absent,
         manifest: None,
         confirm_source_tag: true,
+        source_schema_tags: None,
     };
     JobMessage::new("run-1", &planned)
 }

@@ -125,6 +125,7 @@ async fn copy(src: &Side, dst: &Side, image: &Pushed, types: &[String]) -> Refer
     ReferrerCopy {
         image: &copy,
         artifact_types: types,
+        source_schema_tags: None,
     }
     .copy(&m.digest)
     .await

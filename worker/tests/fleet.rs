@@ -446,3 +446,74 @@ async fn push_events_copy_configured_images_and_acknowledge_the_rest() {
     );
     assert_eq!(status["states"]["succeeded"], 1, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_copy_referrers_and_a_replan_sends_only_images_whose_referrers_are_missing() {
+    use ecr_sync_testkit::artifacts::{Listing, COSIGN_SIGNATURE, SPDX_SBOM};
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let v1 = stack.small_image("team/app", "v1", 1).await;
+    let v2 = stack.small_image("team/app", "v2", 2).await;
+    let mut referrers = Vec::new();
+    for (artifact_type, seed) in [(COSIGN_SIGNATURE, 11), (SPDX_SBOM, 12)] {
+        let r = s
+            .referrer("team/app", &v1, artifact_type, seed, Listing::TagSchema)
+            .await
+            .unwrap();
+        referrers.push(r.digest);
+    }
+    referrers.sort();
+    stack.config_for(&stack.src.host(), &[("team/app", &["**"])]);
+    let dst = seed::Seeder::new(reqwest::Client::new(), &stack.dst.url(), None);
+    let listed_at_dst = |subject: &seed::Pushed| {
+        let (dst, digest) = (&dst, subject.digest.clone());
+        async move {
+            let mut d: Vec<String> = dst
+                .schema_index("team/app", &digest)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e["digest"].as_str().unwrap().to_string())
+                .collect();
+            d.sort();
+            d
+        }
+    };
+
+    // The source's sha256-… index is not a job: its referrers travel with v1.
+    let plan = stack.plan();
+    assert_eq!(plan["planned"], 2, "{plan}");
+    let run = plan["run_id"].as_str().unwrap().to_string();
+    let mut w = stack.worker(&["--exit-when-idle", "2"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(listed_at_dst(&v1).await, referrers);
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 2, "{status}");
+    assert_eq!(status["referrers"], 2, "{status}");
+
+    // Nothing new: nothing sent. A signature added to v2: only v2 is sent, and the worker
+    // copies the signature, not the image.
+    assert_eq!(stack.plan()["planned"], 0);
+    let late = s
+        .referrer("team/app", &v2, COSIGN_SIGNATURE, 13, Listing::TagSchema)
+        .await
+        .unwrap();
+    let plan = stack.plan();
+    assert_eq!(
+        (plan["planned"].clone(), plan["up_to_date"].clone()),
+        (1.into(), 1.into()),
+        "{plan}"
+    );
+    let run = plan["run_id"].as_str().unwrap().to_string();
+    let mut w = stack.worker(&["--exit-when-idle", "2"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    assert_eq!(listed_at_dst(&v2).await, vec![late.digest]);
+    let status = stack.status(&run);
+    assert_eq!(status["states"]["succeeded"], 1, "{status}");
+    assert_eq!(status["referrers"], 1, "{status}");
+    assert!(
+        status["bytes"].as_u64().unwrap() < 2000,
+        "the signature only: {status}"
+    );
+    assert_eq!(stack.plan()["planned"], 0);
+}

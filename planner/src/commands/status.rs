@@ -39,7 +39,11 @@ pub async fn run(
     );
     let states: Vec<String> = s.states.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("jobs       {}", states.join(", "));
-    println!("copied     {}", human_bytes(s.bytes));
+    println!(
+        "copied     {}, {} referrers",
+        human_bytes(s.bytes),
+        s.referrers
+    );
     if !s.slowest.is_empty() {
         println!("\nslowest jobs");
         table(

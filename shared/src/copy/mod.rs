@@ -8,7 +8,7 @@ mod referrers;
 
 pub use blobs::BlobMover;
 pub use decide::{decide, Decision};
-pub use referrers::{ReferrerCopy, ReferrerCount, MAX_DEPTH};
+pub use referrers::{lacks_referrers, ReferrerCopy, ReferrerCount, MAX_DEPTH};
 
 use crate::job::JobError;
 use crate::manifest::{self, Contents, ManifestError};

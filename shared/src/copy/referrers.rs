@@ -17,7 +17,7 @@
 use super::{CopyError, ImageCopy};
 use crate::digest::Digest;
 use crate::manifest::OCI_INDEX;
-use crate::registry::{schema_tag, Listing, Manifest, Referrer};
+use crate::registry::{schema_tag, Listing, Manifest, Referrer, Registry, RegistryError};
 use crate::retry::Transient;
 use std::collections::HashSet;
 
@@ -39,6 +39,15 @@ pub struct ReferrerCount {
     pub bytes: u64,
 }
 
+impl std::ops::AddAssign for ReferrerCount {
+    fn add_assign(&mut self, o: ReferrerCount) {
+        self.copied += o.copied;
+        self.present += o.present;
+        self.skipped += o.skipped;
+        self.bytes += o.bytes;
+    }
+}
+
 /// The referrers of images copied by one [`ImageCopy`].
 pub struct ReferrerCopy<'a> {
     /// The copy between the two repositories.
@@ -46,6 +55,63 @@ pub struct ReferrerCopy<'a> {
     /// Artifact types of an image's own referrers to copy; empty: every type. The referrers of
     /// a copied referrer are copied whatever their type: they vouch for what was copied.
     pub artifact_types: &'a [String],
+    /// When the source repository has no referrers API: the tag-schema tags its listing
+    /// showed, so a subject without one is known to have no referrers without asking.
+    pub source_schema_tags: Option<&'a HashSet<String>>,
+}
+
+/// The referrers of `subject` in the source repository `repo` whose type `artifact_types`
+/// selects (at `depth` 0; below, every type): none without a request when `schema_tags` (the
+/// repository has no referrers API) lacks the subject's tag.
+async fn at_source(
+    src: &Registry,
+    repo: &str,
+    subject: &Digest,
+    depth: usize,
+    artifact_types: &[String],
+    schema_tags: Option<&HashSet<String>>,
+) -> Result<Vec<Referrer>, RegistryError> {
+    if schema_tags.is_some_and(|tags| !tags.contains(&schema_tag(subject))) {
+        return Ok(Vec::new());
+    }
+    let wants = |r: &Referrer| {
+        depth > 0
+            || artifact_types.is_empty()
+            || r.artifact_type
+                .as_ref()
+                .is_some_and(|t| artifact_types.contains(t))
+    };
+    let mut listed = src.referrers(repo, subject).await?.referrers().to_vec();
+    listed.retain(wants);
+    Ok(listed)
+}
+
+/// Whether the destination lacks any referrer of `subject` (at the top level, of the selected
+/// types) that the source has: the warm run's check for a signature added after the image was
+/// copied. One source request (none for a subject without a tag-schema tag on a source without
+/// the referrers API), plus one at the destination when the source has some.
+pub async fn lacks_referrers(
+    (src, src_repo): (&Registry, &str),
+    (dst, dst_repo): (&Registry, &str),
+    subject: &Digest,
+    artifact_types: &[String],
+    source_schema_tags: Option<&HashSet<String>>,
+) -> Result<bool, RegistryError> {
+    let wanted = at_source(
+        src,
+        src_repo,
+        subject,
+        0,
+        artifact_types,
+        source_schema_tags,
+    )
+    .await?;
+    if wanted.is_empty() {
+        return Ok(false);
+    }
+    let at_dst = dst.referrers(dst_repo, subject).await?;
+    let present: HashSet<&Digest> = at_dst.referrers().iter().map(|r| &r.digest).collect();
+    Ok(wanted.iter().any(|r| !present.contains(&r.digest)))
 }
 
 impl ReferrerCopy<'_> {
@@ -57,14 +123,6 @@ impl ReferrerCopy<'_> {
         Ok(count)
     }
 
-    fn wants(&self, depth: usize, r: &Referrer) -> bool {
-        depth > 0
-            || self.artifact_types.is_empty()
-            || r.artifact_type
-                .as_ref()
-                .is_some_and(|t| self.artifact_types.contains(t))
-    }
-
     async fn level(
         &self,
         subject: &Digest,
@@ -72,19 +130,22 @@ impl ReferrerCopy<'_> {
         count: &mut ReferrerCount,
     ) -> Result<(), CopyError> {
         let img = self.image;
-        let listed = img.src.referrers(img.src_repo, subject).await?;
-        let wanted: Vec<&Referrer> = listed
-            .referrers()
-            .iter()
-            .filter(|r| self.wants(depth, r))
-            .collect();
+        let wanted = at_source(
+            img.src,
+            img.src_repo,
+            subject,
+            depth,
+            self.artifact_types,
+            self.source_schema_tags,
+        )
+        .await?;
         if wanted.is_empty() {
             return Ok(());
         }
         let at_dst = img.dst.referrers(img.dst_repo, subject).await?;
         let present: HashSet<&Digest> = at_dst.referrers().iter().map(|r| &r.digest).collect();
         let mut unlisted = Vec::new();
-        for r in wanted {
+        for r in &wanted {
             if present.contains(&r.digest) {
                 count.present += 1;
             } else {

@@ -146,6 +146,7 @@ impl JobMessage {
             destination: Destination::Unchecked,
             manifest: None,
             confirm_source_tag: true,
+            source_schema_tags: None,
         }
     }
 
@@ -394,6 +395,7 @@ mod tests {
             destination: Destination::Absent,
             manifest: None,
             confirm_source_tag: false,
+            source_schema_tags: None,
         };
         JobMessage::new(run_id, &planned)
     }

@@ -46,6 +46,8 @@ pub struct RunStatus {
     pub states: BTreeMap<JobState, u64>,
     /// Bytes copied.
     pub bytes: u64,
+    /// Referrers copied.
+    pub referrers: u64,
     /// The slowest finished jobs (at most 5).
     pub slowest: Vec<FleetJob>,
     /// Jobs that failed, are dead or conflict with an immutable tag, with reasons.
@@ -75,6 +77,7 @@ pub async fn status(
         *states.entry(JobState::Queued).or_insert(0) += unstarted;
     }
     let bytes = jobs.iter().map(|j| j.bytes).sum();
+    let referrers = jobs.iter().map(|j| j.referrers).sum();
     let failed = jobs
         .iter()
         .filter(|j| {
@@ -102,6 +105,7 @@ pub async fn status(
         run,
         states,
         bytes,
+        referrers,
         slowest: jobs,
         failed,
         repositories: repos

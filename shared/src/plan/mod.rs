@@ -12,10 +12,10 @@
 
 mod scan;
 
-pub use scan::{DstRepo, DstTags, Scanner, REFRESH_SKIP};
+pub use scan::{DstRepo, DstTags, Scanner, SourceTags, REFRESH_SKIP};
 
 use crate::config::RepoSync;
-use crate::copy::{decide, Decision};
+use crate::copy::{decide, lacks_referrers, Decision};
 use crate::digest::Digest;
 pub use crate::job::RepoPlan;
 use crate::job::{CopyJob, Destination, JobError, PlannedJob};
@@ -23,9 +23,9 @@ use crate::ledger::Ledger;
 use crate::registry::{Manifest, Registry};
 use crate::vocab::{ErrorClass, RepoEvent};
 use futures_util::{StreamExt, TryStreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tracing::Instrument;
 
@@ -133,7 +133,7 @@ impl PlanContext<'_> {
             Ok(None) => return give_up(plan, RepoEvent::Skipped, REFRESH_SKIP.into()),
             Err(reason) => return give_up(plan, RepoEvent::Failed, reason),
         };
-        let tags = match scanner.source_tags(repo).await {
+        let listing = match scanner.source_tags(repo).await {
             Ok(t) => t,
             Err(reason) => return give_up(plan, RepoEvent::Failed, reason),
         };
@@ -141,10 +141,12 @@ impl PlanContext<'_> {
             Ok(s) => s,
             Err(e) => return give_up(plan, RepoEvent::Failed, e.to_string()),
         };
+        let tags = listing.selected;
         sink.selected(tags.len());
+        let schema = self.source_schema_tags(repo, &src, listing.schema).await;
         let recent = self.recent_tags(&repo.destination, &dest.tags);
         let mut chunks = futures_util::stream::iter(tags)
-            .map(|(tag, hint)| self.tag(repo, &src, &dest, &recent, tag, hint))
+            .map(|(tag, hint)| self.tag(repo, &src, &dest, &recent, &schema, tag, hint))
             // Unordered: a slow tag does not hold back the ones behind it (in order, a finished
             // lookup would wait for the head of the line before the next one could start).
             .buffer_unordered(RESOLVE_PARALLELISM)
@@ -194,13 +196,37 @@ impl PlanContext<'_> {
             })
     }
 
+    /// When `repo` copies referrers and its source has no referrers API (asked once per
+    /// repository): the tag-schema tags its listing showed, so the tags without one cost no
+    /// referrer request.
+    async fn source_schema_tags(
+        &self,
+        repo: &RepoSync,
+        src: &Registry,
+        schema: HashSet<String>,
+    ) -> Option<Arc<HashSet<String>>> {
+        if !repo.referrers.enabled {
+            return None;
+        }
+        match src.has_referrers_api(&repo.source.repository).await {
+            Ok(true) => None,
+            Ok(false) => Some(Arc::new(schema)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tell whether the source serves the referrers API; asking for each image");
+                None
+            }
+        }
+    }
+
     /// Resolves one tag and compares it with the destination.
+    #[allow(clippy::too_many_arguments)]
     async fn tag(
         &self,
         repo: &RepoSync,
         src: &Registry,
         dest: &DstRepo,
         recent: &HashMap<String, Digest>,
+        schema: &Option<Arc<HashSet<String>>>,
         tag: String,
         hint: Option<Digest>,
     ) -> Planned {
@@ -218,8 +244,25 @@ impl PlanContext<'_> {
             Err(e) => return Planned::Failed(job, e),
         };
         job.source_digest = Some(digest.clone());
+        let planned = |job: CopyJob, existing: Option<Digest>, manifest: Option<Manifest>| {
+            Planned::Copy(PlannedJob {
+                job,
+                immutable_tags: dest.immutable,
+                dst_may_hold_blobs: !dest.tags.is_empty(),
+                destination: match existing {
+                    Some(d) => Destination::Holds(d),
+                    None => Destination::Absent,
+                },
+                manifest,
+                confirm_source_tag: false,
+                source_schema_tags: schema.clone(),
+            })
+        };
         let listed = matches!(&dest.tags, DstTags::Names(n) if n.contains(&job.tag));
         if listed && recent.get(&job.tag) == Some(&digest) {
+            if self.lacks_referrers(repo, src, &digest, schema).await {
+                return planned(job, Some(digest), manifest);
+            }
             return Planned::Recent(job);
         }
         let existing = match self
@@ -230,19 +273,40 @@ impl PlanContext<'_> {
             Ok(d) => d,
             Err(e) => return Planned::Failed(job, e.into()),
         };
-        if decide(&digest, existing.as_ref(), dest.immutable) == Decision::UpToDate {
+        if decide(&digest, existing.as_ref(), dest.immutable) == Decision::UpToDate
+            && !self.lacks_referrers(repo, src, &digest, schema).await
+        {
             return Planned::UpToDate(job);
         }
-        Planned::Copy(PlannedJob {
-            job,
-            immutable_tags: dest.immutable,
-            dst_may_hold_blobs: !dest.tags.is_empty(),
-            destination: match existing {
-                Some(d) => Destination::Holds(d),
-                None => Destination::Absent,
-            },
-            manifest,
-            confirm_source_tag: false,
+        // A copy, or an image already there whose referrers are not: the runner finds it up to
+        // date and copies those.
+        planned(job, existing, manifest)
+    }
+
+    /// Whether the destination lacks referrers of `digest` (an image it holds) that the source
+    /// has, when `repo` copies referrers. A check that fails says yes: the runner copies them
+    /// (or finds nothing to copy) with its own retries.
+    async fn lacks_referrers(
+        &self,
+        repo: &RepoSync,
+        src: &Registry,
+        digest: &Digest,
+        schema: &Option<Arc<HashSet<String>>>,
+    ) -> bool {
+        if !repo.referrers.enabled || self.scanner.dry_run {
+            return false;
+        }
+        let check = lacks_referrers(
+            (src, &repo.source.repository),
+            (self.scanner.dst, &repo.destination),
+            digest,
+            &repo.referrers.artifact_types,
+            schema.as_deref(),
+        )
+        .await;
+        check.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, %digest, "could not compare the image's referrers; the job will");
+            true
         })
     }
 

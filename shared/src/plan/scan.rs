@@ -6,7 +6,7 @@
 use crate::config::{is_ecr_host, Config, Mode, RepoSync};
 use crate::digest::Digest;
 use crate::registries::Registries;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{is_schema_tag, Registry, RegistryError};
 use crate::vocab::RepoEvent;
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +29,14 @@ impl DstTags {
             DstTags::Names(s) => s.is_empty(),
         }
     }
+}
+
+/// A source repository's listing, as planning uses it.
+pub struct SourceTags {
+    /// The tags the globs select, sorted, with digests when a bulk listing gave them.
+    pub selected: Vec<(String, Option<Digest>)>,
+    /// Every referrers tag-schema tag listed, selected or not.
+    pub schema: HashSet<String>,
 }
 
 /// A destination repository ready to receive images.
@@ -156,11 +164,11 @@ impl Scanner<'_> {
             .map(|tags| tags.into_iter().collect()))
     }
 
-    /// The source tags the globs select, sorted, with digests when a bulk listing gave them.
-    pub async fn source_tags(
-        &self,
-        repo: &RepoSync,
-    ) -> Result<Vec<(String, Option<Digest>)>, String> {
+    /// The source tags the globs select, sorted, with digests when a bulk listing gave them;
+    /// and every referrers tag-schema tag (`sha256-<hex>`) listed, which are not selected when
+    /// the repository copies referrers (they are its images' referrer indexes, kept by the
+    /// referrer copy at the destination, not images).
+    pub async fn source_tags(&self, repo: &RepoSync) -> Result<SourceTags, String> {
         let host = &repo.source.registry;
         let src_repo = &repo.source.repository;
         let mut tags: Vec<(String, Option<Digest>)> = Vec::new();
@@ -192,10 +200,20 @@ impl Scanner<'_> {
                 .ok_or_else(|| format!("source repository {} does not exist", repo.source_ref()))?;
             tags = names.into_iter().map(|t| (t, None)).collect();
         }
-        tags.retain(|(t, _)| repo.tags.matches(t));
+        let schema: HashSet<String> = tags
+            .iter()
+            .filter(|(t, _)| is_schema_tag(t))
+            .map(|(t, _)| t.clone())
+            .collect();
+        tags.retain(|(t, _)| {
+            repo.tags.matches(t) && !(repo.referrers.enabled && schema.contains(t))
+        });
         tags.sort();
         tags.dedup_by(|a, b| a.0 == b.0);
-        Ok(tags)
+        Ok(SourceTags {
+            selected: tags,
+            schema,
+        })
     }
 
     /// The digest `tag` points at in the destination, from the listing or with one HEAD.

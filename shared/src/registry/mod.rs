@@ -18,7 +18,7 @@ pub use crate::manifest::Manifest;
 pub use auth::{Credentials, TokenSource};
 pub use error::{ErrorKind, RegistryError};
 pub use pacing::{Budget, MANIFEST_PUT};
-pub use referrers::{schema_tag, Listing, Referrer};
+pub use referrers::{is_schema_tag, schema_tag, Listing, Referrer};
 
 use crate::digest::Digest;
 use crate::manifest;

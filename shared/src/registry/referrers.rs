@@ -85,6 +85,17 @@ pub fn schema_tag(subject: &Digest) -> String {
     subject.as_str().replacen(':', "-", 1)
 }
 
+/// Whether `tag` is a referrers tag-schema tag (`sha256-` and 64 lowercase hex digits): the
+/// pushers' index of a digest's referrers, not an image a user tagged.
+pub fn is_schema_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// The referrer descriptors of an OCI index's `manifests`.
 fn entries(index: &[u8], what: &str) -> Result<Vec<Referrer>, String> {
     let index: Value =
@@ -154,6 +165,29 @@ impl Registry {
         }
     }
 
+    /// Whether `repo` (which exists) is served by the referrers API: one listing, of a digest
+    /// no image has, answers 200 (an empty index) where it is and 404 where it is not; the
+    /// answer "no" is remembered, as [`Registry::referrers`] does.
+    pub async fn has_referrers_api(&self, repo: &str) -> Result<bool, RegistryError> {
+        if self.no_referrers_api.lock().unwrap().contains(repo) {
+            return Ok(false);
+        }
+        let probe = Digest::of(b"");
+        let url = self.url(&format!("/v2/{repo}/referrers/{probe}"));
+        let answer = self
+            .send_opt("GET referrers", &url, &pull_scope(repo), |c| {
+                c.get(&url).header(ACCEPT, OCI_INDEX)
+            })
+            .await?;
+        if answer.is_none() {
+            self.no_referrers_api
+                .lock()
+                .unwrap()
+                .insert(repo.to_string());
+        }
+        Ok(answer.is_some())
+    }
+
     /// The referrers the tag-schema index of `subject` lists (none when the tag is absent).
     pub async fn schema_referrers(
         &self,
@@ -211,6 +245,16 @@ mod tests {
         let d = Digest::of(b"x");
         let tag = schema_tag(&d);
         assert_eq!(tag, format!("sha256-{}", &d.as_str()["sha256:".len()..]));
+        assert!(is_schema_tag(&tag));
+        for other in [
+            "latest".to_string(),
+            format!("{tag}.sig"),
+            tag.to_uppercase(),
+            tag[..tag.len() - 1].to_string(),
+            tag.replacen("sha256-", "sha512-", 1),
+        ] {
+            assert!(!is_schema_tag(&other), "{other}");
+        }
     }
 
     #[test]

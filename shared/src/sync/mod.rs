@@ -107,19 +107,30 @@ impl Recorder<'_> {
     /// Records a tag planning found up to date by the ledger's recent sighting. The sighting is
     /// not renewed (the destination was not asked), so it runs out.
     fn finish_recent(&self, job: &CopyJob) {
-        self.record(job, JobOutcome::UpToDate, 0, true);
+        self.record(job, JobOutcome::UP_TO_DATE, 0, true);
     }
 
     fn record(&self, job: &CopyJob, outcome: JobOutcome, duration_ms: u64, recent: bool) {
-        let seen = !recent && matches!(outcome, JobOutcome::Copied { .. } | JobOutcome::UpToDate);
+        let seen = !recent
+            && matches!(
+                outcome,
+                JobOutcome::Copied { .. } | JobOutcome::UpToDate { .. }
+            );
+        let referrers = outcome.referrers();
         let up_to_date = if recent {
             UP_TO_DATE_RECENTLY
         } else {
             UP_TO_DATE
         };
         let (outcome, bytes, class, reason) = match outcome {
-            JobOutcome::Copied { bytes } => (Outcome::Copied, bytes, None, None),
-            JobOutcome::UpToDate => (Outcome::Skipped, 0, None, Some(up_to_date.to_string())),
+            JobOutcome::Copied { bytes, .. } => (Outcome::Copied, bytes, None, None),
+            JobOutcome::UpToDate { bytes, referrers } => {
+                let why = match referrers {
+                    0 => up_to_date.to_string(),
+                    n => format!("{up_to_date}; {n} referrers copied"),
+                };
+                (Outcome::Skipped, bytes, None, Some(why))
+            }
             JobOutcome::WouldCopy => (Outcome::WouldCopy, 0, None, None),
             JobOutcome::Failed(e) => (Outcome::Failed, 0, Some(e.class), Some(e.reason)),
             JobOutcome::Superseded(why) => (Outcome::Skipped, 0, None, Some(why)),
@@ -174,6 +185,7 @@ impl Recorder<'_> {
             reason,
             error_class: class,
             bytes,
+            referrers,
             duration_ms,
             finished_ms: self.started.elapsed().as_millis() as u64,
         });
@@ -200,7 +212,7 @@ impl JobSink for LocalQueue<'_> {
         for planned in chunk {
             match planned {
                 Planned::Copy(job) => self.tx.send(job).await.map_err(|_| Stopped)?,
-                Planned::UpToDate(job) => self.recorder.finish(&job, JobOutcome::UpToDate, 0),
+                Planned::UpToDate(job) => self.recorder.finish(&job, JobOutcome::UP_TO_DATE, 0),
                 Planned::Recent(job) => self.recorder.finish_recent(&job),
                 Planned::Failed(job, e) => self.recorder.finish(&job, JobOutcome::Failed(e), 0),
             }
@@ -344,6 +356,7 @@ pub async fn run(
         would_copy: count(Outcome::WouldCopy),
         cancelled,
         bytes: jobs.iter().map(|j| j.bytes).sum(),
+        referrers: jobs.iter().map(|j| u64::from(j.referrers)).sum(),
         requests: Default::default(),
         blob_requests: Default::default(),
         peak_rss_bytes: None,

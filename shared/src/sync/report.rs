@@ -39,6 +39,9 @@ pub struct JobReport {
     pub error_class: Option<ErrorClass>,
     /// Bytes streamed for this job (shared blobs count once, for the job that moved them).
     pub bytes: u64,
+    /// Referrers (signatures, attestations, SBOMs) copied with the image, or to an image that
+    /// was up to date.
+    pub referrers: u32,
     /// Wall time.
     pub duration_ms: u64,
     /// When it ended: milliseconds from the start of the run (what a timeline of the run is
@@ -86,6 +89,8 @@ pub struct SyncReport {
     pub cancelled: u64,
     /// Bytes streamed.
     pub bytes: u64,
+    /// Referrers copied, in all.
+    pub referrers: u64,
     /// HTTP requests sent, by registry host.
     pub requests: BTreeMap<String, u64>,
     /// Of those, blob requests (HEAD, GET, upload, mount, PUT), by registry host.
@@ -127,6 +132,9 @@ impl SyncReport {
             .filter(|r| r.event == RepoEvent::Skipped)
             .count();
         let mut line = first;
+        if self.referrers > 0 {
+            line.push_str(&format!("; {} referrers copied", self.referrers));
+        }
         if skipped_repos > 0 {
             line.push_str(&format!("; {skipped_repos} repositories skipped"));
         }

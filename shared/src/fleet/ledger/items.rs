@@ -61,6 +61,8 @@ pub struct FleetJob {
     pub digest: String,
     /// Bytes streamed by the attempt that finished it.
     pub bytes: u64,
+    /// Referrers copied by the attempt that finished it.
+    pub referrers: u64,
     /// Duration of the attempt that finished it, in milliseconds.
     pub duration_ms: u64,
     /// Error class of the last failure.
@@ -272,6 +274,7 @@ pub(super) fn job_item(i: &Item) -> FleetJob {
         destination: get_s(i, "destination").unwrap_or_default(),
         digest: get_s(i, "digest").unwrap_or_default(),
         bytes: get_n(i, "bytes"),
+        referrers: get_n(i, "referrers"),
         duration_ms: get_n(i, "duration_ms"),
         error_class: parse_word(i, "error_class"),
         error: get_s(i, "error"),

@@ -91,6 +91,8 @@ pub struct Finish {
     pub attempt: u64,
     /// Bytes streamed.
     pub bytes: u64,
+    /// Referrers copied.
+    pub referrers: u32,
     /// Milliseconds.
     pub duration_ms: u64,
     /// Error class (failures).
@@ -382,6 +384,7 @@ impl FleetLedger {
             .set("worker", s(worker))
             .set("updated_at", s(now()))
             .set("bytes", n(f.bytes))
+            .set("referrers", n(u64::from(f.referrers)))
             .set("duration_ms", n(f.duration_ms))
             .set("attempts", n(f.attempt))
             .set_if_missing("queued_at", s(now()))

@@ -180,6 +180,7 @@ impl ConfigVersion {
                 destination: Destination::Unchecked,
                 manifest: None,
                 confirm_source_tag: true,
+                source_schema_tags: None,
             };
             jobs.push(JobMessage::for_event(&event_run_id(), &planned, &event.id));
         }

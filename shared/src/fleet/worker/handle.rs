@@ -204,7 +204,9 @@ async fn run_claimed(
     let last_try = shared.last_try(msg);
     let state = match &outcome {
         JobOutcome::Copied { .. } => JobState::Succeeded,
-        JobOutcome::UpToDate | JobOutcome::WouldCopy => JobState::Skipped,
+        // Referrers copied to an image already there (a late signature): work done.
+        JobOutcome::UpToDate { referrers, .. } if *referrers > 0 => JobState::Succeeded,
+        JobOutcome::UpToDate { .. } | JobOutcome::WouldCopy => JobState::Skipped,
         JobOutcome::Superseded(_) => JobState::Superseded,
         // No retry or replay can copy over an immutable tag: recorded, and kept out of the
         // dead-letter queue (and its alarm).
@@ -224,6 +226,7 @@ async fn run_claimed(
         state,
         attempt,
         bytes,
+        referrers: outcome.referrers(),
         duration_ms,
         error_class: error.map(|e| e.class),
         error: match &outcome {
@@ -245,7 +248,7 @@ async fn run_claimed(
     );
     match state {
         JobState::Succeeded | JobState::Skipped => {
-            tracing::info!(state = %state, bytes, duration_ms, attempt, recorded, "job done")
+            tracing::info!(state = %state, bytes, referrers = finish.referrers, duration_ms, attempt, recorded, "job done")
         }
         JobState::Superseded => tracing::info!(
             reason = finish.error.as_deref(),
