@@ -43,6 +43,8 @@ variable "config" {
         enabled        = optional(bool)
         artifact_types = optional(list(string))
       }))
+      # Replaces the top-level platforms for this repository.
+      platforms = optional(list(string))
     })), [])
     repo_defaults = optional(object({
       scan_on_push     = optional(bool, true)
@@ -71,6 +73,8 @@ variable "config" {
       enabled        = optional(bool)
       artifact_types = optional(list(string))
     }))
+    # Platforms of multi-arch images copied (os/architecture[/variant]); default: all.
+    platforms = optional(list(string))
   })
   default = {}
 
@@ -105,6 +109,14 @@ variable "config" {
       r == null ? true : r.artifact_types == null ? true : length(r.artifact_types) > 0 && alltrue([for t in r.artifact_types : can(regex("^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$", t))])
     ])
     error_message = "config.referrers.artifact_types and config.repos[*].referrers.artifact_types, when set, must be non-empty lists of media types (type/subtype, such as application/vnd.dev.cosign.artifact.sig.v1+json)."
+  }
+
+  validation {
+    condition = alltrue([
+      for list in concat([var.config.platforms], [for repo in var.config.repos : repo.platforms]) :
+      list == null ? true : length(list) > 0 && alltrue([for p in list : can(regex("^[a-z0-9_-]+/[a-z0-9_-]+(/[a-z0-9_-]+)?$", p))])
+    ])
+    error_message = "config.platforms and config.repos[*].platforms, when set, must be non-empty lists of os/architecture[/variant] (such as linux/amd64 or linux/arm/v7)."
   }
 
   validation {

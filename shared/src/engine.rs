@@ -4,13 +4,14 @@
 //! typed [`JobOutcome`]. Claiming, recording and acknowledging the job are the caller's (the in-process
 //! runners of `sync`, the fleet worker).
 
-use crate::config::Config;
+use crate::config::{Config, Platform};
+use crate::copy::platforms::select;
 use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy, ReferrerCopy, ReferrerCount};
 use crate::digest::Digest;
 use crate::job::{Destination, JobError, JobOutcome, PlannedJob};
 use crate::manifest::{self, Contents};
 use crate::registries::{Budgets, Registries};
-use crate::registry::Registry;
+use crate::registry::{Manifest, Registry};
 use crate::retry::RetryPolicy;
 use crate::vocab::ErrorClass;
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct Engine {
     /// Destination repository → the artifact types of referrers to copy with its images
     /// (empty: all), for the repositories whose referrers are copied.
     referrers: HashMap<String, Vec<String>>,
+    /// Destination repository → the platforms copied of its multi-arch images, where not all.
+    platforms: HashMap<String, Vec<Platform>>,
 }
 
 impl Engine {
@@ -52,7 +55,13 @@ impl Engine {
             .filter(|r| r.referrers.enabled)
             .map(|r| (r.destination.clone(), r.referrers.artifact_types.clone()))
             .collect();
+        let platforms = config
+            .repos
+            .iter()
+            .filter_map(|r| Some((r.destination.clone(), r.platforms.clone()?)))
+            .collect();
         Engine {
+            platforms,
             registries: Registries::new(&config, retry.clone(), aws, budgets),
             referrers,
             config,
@@ -112,19 +121,37 @@ impl Engine {
             ));
         };
         let (src_repo, dst_repo, tag) = (&job.source_repo, &job.destination_repo, &job.tag);
+        // What the destination tag gets: the source manifest, or, with a platform list, the
+        // index rewritten to name only those platforms — read first then, as the comparison
+        // needs its digest.
+        let mut pushed = None;
+        let target = match self.platforms.get(dst_repo) {
+            None => digest.clone(),
+            Some(list) => {
+                let m = select(&self.source_manifest(planned, &src, digest).await?, list)?;
+                let d = m.digest.clone();
+                pushed = Some(m);
+                d
+            }
+        };
+        // A rewritten index is not the source's: referrers of the source index name a digest
+        // the destination does not have, and are not copied (its children's are).
+        let top_subject: &[Digest] = if &target == digest {
+            std::slice::from_ref(digest)
+        } else {
+            &[]
+        };
         let existing = match &planned.destination {
             Destination::Unchecked => dst.head_manifest(dst_repo, tag).await?,
             Destination::Absent => None,
             Destination::Holds(d) => Some(d.clone()),
         };
-        match decide(digest, existing.as_ref(), planned.immutable_tags) {
+        match decide(&target, existing.as_ref(), planned.immutable_tags) {
             Decision::UpToDate if dry_run => return Ok(JobOutcome::UP_TO_DATE),
             Decision::UpToDate => {
                 // The image is there; referrers added at the source since (a late signature)
                 // are not, until they are copied here.
-                let n = self
-                    .referrers(planned, &src, &dst, std::slice::from_ref(digest))
-                    .await?;
+                let n = self.referrers(planned, &src, &dst, top_subject).await?;
                 return Ok(JobOutcome::UpToDate {
                     bytes: n.bytes,
                     referrers: n.copied,
@@ -134,27 +161,16 @@ impl Engine {
                 return Err(CopyError::ImmutableTag {
                     tag: tag.clone(),
                     existing: existing.to_string(),
-                    wanted: digest.to_string(),
+                    wanted: target.to_string(),
                 }
                 .into())
             }
             Decision::Copy if dry_run => return Ok(JobOutcome::WouldCopy),
             Decision::Copy => {}
         }
-        let manifest = match &planned.manifest {
-            Some(m) => m.clone(),
-            None => src
-                .get_manifest(src_repo, digest.as_str())
-                .await?
-                .ok_or_else(|| {
-                    JobError::new(
-                        ErrorClass::NotFound,
-                        format!(
-                            "{}/{src_repo}@{digest} no longer exists at the source",
-                            job.source_registry
-                        ),
-                    )
-                })?,
+        let manifest = match pushed {
+            Some(m) => m,
+            None => self.source_manifest(planned, &src, digest).await?,
         };
         let mover = self.mover(&job.destination_registry);
         let copy = ImageCopy {
@@ -199,14 +215,14 @@ impl Engine {
             // retry met an immutable tag (ECR answers TAG_INVALID even for the same digest).
             // The destination tag says how it stands.
             match dst.head_manifest(dst_repo, tag).await {
-                Ok(Some(now)) if &now == digest => {
+                Ok(Some(now)) if now == target => {
                     tracing::info!(tag = %tag, error = %e, "the tag PUT failed, yet the destination tag holds the image: done");
                 }
                 Ok(Some(other)) if e.is_tag_invalid() => {
                     return Err(CopyError::ImmutableTag {
                         tag: tag.clone(),
                         existing: other.to_string(),
-                        wanted: digest.to_string(),
+                        wanted: target.to_string(),
                     }
                     .into())
                 }
@@ -217,7 +233,7 @@ impl Engine {
         // next run's referrer check (or this job's retry, which finds the tag up to date)
         // copies; the children of an index can be signed one by one (`cosign sign
         // --recursive`).
-        let mut subjects = vec![digest.clone()];
+        let mut subjects = top_subject.to_vec();
         if let Ok(Contents::Index { children }) =
             manifest::contents(&manifest.media_type, &manifest.bytes)
         {
@@ -228,6 +244,30 @@ impl Engine {
             bytes: bytes + n.bytes,
             referrers: n.copied,
         })
+    }
+
+    /// The source manifest of the job: read by planning, or now.
+    async fn source_manifest(
+        &self,
+        planned: &PlannedJob,
+        src: &Registry,
+        digest: &Digest,
+    ) -> Result<Manifest, JobError> {
+        if let Some(m) = &planned.manifest {
+            return Ok(m.clone());
+        }
+        let job = &planned.job;
+        src.get_manifest(&job.source_repo, digest.as_str())
+            .await?
+            .ok_or_else(|| {
+                JobError::new(
+                    ErrorClass::NotFound,
+                    format!(
+                        "{}/{}@{digest} no longer exists at the source",
+                        job.source_registry, job.source_repo
+                    ),
+                )
+            })
     }
 
     /// Copies the referrers of `subjects` (already at the destination) that the destination

@@ -517,3 +517,52 @@ async fn workers_copy_referrers_and_a_replan_sends_only_images_whose_referrers_a
     );
     assert_eq!(stack.plan()["planned"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_list_copies_a_rewritten_index_and_a_replan_finds_it_up_to_date() {
+    let stack = Stack::start(5).await;
+    let s = stack.seeder();
+    let (index, children) = s.multi_arch("team/multi", "latest", 4).await.unwrap();
+    let mut config = stack.config_for(&stack.src.host(), &[("team/multi", &["**"])]);
+    config["platforms"] = serde_json::json!(["linux/arm64"]);
+    stack.write_config(&config);
+
+    assert_eq!(stack.plan()["planned"], 1);
+    let mut w = stack.worker(&["--exit-when-idle", "2"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.stderr());
+    let copied = stack.dst_digest("team/multi", "latest").await.unwrap();
+    assert_ne!(copied, index.digest, "rewritten");
+    let body: Value = stack
+        .dst
+        .client()
+        .get(format!(
+            "{}/v2/team/multi/manifests/latest",
+            stack.dst.url()
+        ))
+        .header("accept", seed::OCI_INDEX)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    let named: Vec<&str> = body["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, [children[1].digest.as_str()], "arm64 only");
+    assert_eq!(
+        stack.dst_digest("team/multi", &children[0].digest).await,
+        None
+    );
+    // The planner computes the same rewrite: nothing to send.
+    let again = stack.plan();
+    assert_eq!(
+        (again["planned"].clone(), again["up_to_date"].clone()),
+        (0.into(), 1.into()),
+        "{again}"
+    );
+}

@@ -81,6 +81,7 @@ module "ecr_sync" {
       },
     ]
     referrers = { enabled = true }
+    platforms = ["linux/amd64", "linux/arm64"]
   }
 
   # The default event_worker, "lambda": push events go to the events queue and the function.

@@ -23,7 +23,8 @@
 //!                   "ecr_auth": false } },
 //!   "concurrency": { "jobs": 16, "blobs": 8 },
 //!   "referrers": { "enabled": true,         // default true; also per entry of repos
-//!                  "artifact_types": ["application/vnd.dev.cosign.artifact.sig.v1+json"] }
+//!                  "artifact_types": ["application/vnd.dev.cosign.artifact.sig.v1+json"] },
+//!   "platforms": ["linux/amd64", "linux/arm64"] // default: all; also per entry of repos
 //! }
 //! ```
 //!
@@ -38,6 +39,7 @@
 
 mod error;
 mod names;
+mod platforms;
 mod raw;
 mod referrers;
 mod registry_settings;
@@ -52,6 +54,7 @@ pub use error::{ConfigError, ConfigErrorKind, Problem};
 pub use names::{
     check_repository_path, check_tag, is_ecr_host, EcrHost, MAX_REPOSITORY_PATH_LEN, MAX_TAG_LEN,
 };
+pub use platforms::Platform;
 pub use referrers::Referrers;
 
 use crate::tag_filter::TagFilter;
@@ -85,6 +88,9 @@ pub struct Config {
     pub concurrency: Concurrency,
     /// Which referrers follow images, unless an entry of `repos` says otherwise.
     pub referrers: Referrers,
+    /// Which platforms of multi-arch images are copied (`None`: all), unless an entry of
+    /// `repos` says otherwise.
+    pub platforms: Option<Vec<Platform>>,
 }
 
 /// The sync mode (`mode`).
@@ -109,6 +115,9 @@ pub struct RepoSync {
     /// Which referrers follow its images (the top-level `referrers`, field by field
     /// overridden by the entry's own).
     pub referrers: Referrers,
+    /// Which platforms of its multi-arch images are copied (`None`: all; the entry's own list
+    /// replaces the top level's).
+    pub platforms: Option<Vec<Platform>>,
 }
 
 impl RepoSync {

@@ -143,9 +143,9 @@ fn every_mistake_is_reported_at_once() {
     assert_eq!(
         got,
         [
-            "extra: unknown field (expected one of: mode, repos, repo_defaults, destination_registry, registries, concurrency, referrers)".to_owned(),
+            "extra: unknown field (expected one of: mode, repos, repo_defaults, destination_registry, registries, concurrency, referrers, platforms)".to_owned(),
             "mode: must be \"create\" or \"refresh\", got \"sync\"".to_owned(),
-            "repos[0].tag: unknown field (expected one of: source, destination, tags, referrers)".to_owned(),
+            "repos[0].tag: unknown field (expected one of: source, destination, tags, referrers, platforms)".to_owned(),
             "repos[1].tags[0]: invalid glob \"v{1\": unclosed alternate group; missing '}' (maybe escape '{' with '[{]'?)".to_owned(),
             "repos[1].tags[1]: expected string, got number 7".to_owned(),
             "repos[2].source: \"myorg/app\" must start with a registry host (a name with '.' or ':', or localhost; e.g. 111122223333.dkr.ecr.us-east-1.amazonaws.com/my-app)".to_owned(),

@@ -3,8 +3,8 @@
 //! Each section has its own function; each records its problems and returns what it could build.
 //! Checks that depend on a bad value are skipped, so one mistake yields one problem. Problems come
 //! in document order: top-level unknown fields, then `mode`, `repos`, `repo_defaults`,
-//! `destination_registry`, `registries` (validated in `registries`), `concurrency`; `referrers`
-//! (read first, as every entry of `repos` inherits it) is reported where it stands.
+//! `destination_registry`, `registries` (validated in `registries`), `concurrency`; `referrers` and
+//! `platforms` (read first, as every entry of `repos` inherits them) are reported first.
 
 use super::Files;
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::names::{check_destination, check_host, check_kms_key_arn, parse_source};
+use super::platforms::{self, Platform};
 use super::raw::{quote, Obj, Problems, Reported};
 use super::referrers::{self, Referrers};
 use super::registry_settings;
@@ -29,8 +30,9 @@ const TOP_FIELDS: &[&str] = &[
     "registries",
     "concurrency",
     "referrers",
+    "platforms",
 ];
-const REPO_FIELDS: &[&str] = &["source", "destination", "tags", "referrers"];
+const REPO_FIELDS: &[&str] = &["source", "destination", "tags", "referrers", "platforms"];
 const DEFAULTS_FIELDS: &[&str] = &[
     "scan_on_push",
     "tag_immutability",
@@ -50,15 +52,19 @@ pub fn validate(root: &Value, files: Files) -> Result<Config, Vec<Problem>> {
         .ok()
         .flatten()
         .expect("checked to be an object");
-    let referrers = referrers::parse(&top, &Referrers::default(), &mut p);
+    let inherited = Inherited {
+        referrers: referrers::parse(&top, &Referrers::default(), &mut p),
+        platforms: platforms::parse(&top, &None, &mut p),
+    };
     let config = Config {
         mode: mode(&top, &mut p),
-        repos: repos(&top, &referrers, &mut p),
+        repos: repos(&top, &inherited, &mut p),
         repo_defaults: repo_defaults(&top, &mut p),
         destination_registry: destination_registry(&top, &mut p),
         registries: registry_settings::registries(&top, files, &mut p),
         concurrency: concurrency(&top, &mut p),
-        referrers,
+        referrers: inherited.referrers,
+        platforms: inherited.platforms,
     };
     if p.0.is_empty() {
         Ok(config)
@@ -79,7 +85,13 @@ fn mode(top: &Obj, p: &mut Problems) -> Mode {
     }
 }
 
-fn repos(top: &Obj, referrers: &Referrers, p: &mut Problems) -> Vec<RepoSync> {
+/// What every entry of `repos` inherits from the top level.
+struct Inherited {
+    referrers: Referrers,
+    platforms: Option<Vec<Platform>>,
+}
+
+fn repos(top: &Obj, inherited: &Inherited, p: &mut Problems) -> Vec<RepoSync> {
     let Ok(Some(items)) = top.array("repos", p) else {
         return Vec::new();
     };
@@ -87,7 +99,7 @@ fn repos(top: &Obj, referrers: &Referrers, p: &mut Problems) -> Vec<RepoSync> {
     // Final destination path → index of the first repo writing to it.
     let mut first_use: HashMap<String, usize> = HashMap::new();
     for (index, (path, value)) in items.iter().enumerate() {
-        let (sync, destination) = repo(path, value, referrers, p);
+        let (sync, destination) = repo(path, value, inherited, p);
         if let Some((destination, dest_path)) = destination {
             match first_use.get(&destination) {
                 Some(earlier) => p.add(
@@ -112,7 +124,7 @@ fn repos(top: &Obj, referrers: &Referrers, p: &mut Problems) -> Vec<RepoSync> {
 fn repo(
     path: &str,
     value: &Value,
-    referrers: &Referrers,
+    inherited: &Inherited,
     p: &mut Problems,
 ) -> (Option<RepoSync>, Option<(String, String)>) {
     if value.is_null() {
@@ -153,13 +165,15 @@ fn repo(
         Err(Reported) => None,
     };
     let tags = tags(&o, p);
-    let referrers = referrers::parse(&o, referrers, p);
+    let referrers = referrers::parse(&o, &inherited.referrers, p);
+    let platforms = platforms::parse(&o, &inherited.platforms, p);
     let sync = match (source, &destination, tags) {
         (Some(source), Some((destination, _)), Some(tags)) => Some(RepoSync {
             source,
             destination: destination.clone(),
             tags,
             referrers,
+            platforms,
         }),
         _ => None,
     };

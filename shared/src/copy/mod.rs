@@ -4,6 +4,7 @@
 
 mod blobs;
 pub mod decide;
+pub mod platforms;
 mod referrers;
 
 pub use blobs::BlobMover;
@@ -39,6 +40,9 @@ pub enum CopyError {
     /// A child manifest named by an index is missing at the source.
     #[error("index references {0}, which the source does not have")]
     MissingChild(String),
+    /// The platforms wanted cannot be selected from the index.
+    #[error("{0}")]
+    Platforms(String),
 }
 
 impl CopyError {
@@ -46,7 +50,7 @@ impl CopyError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CopyError::Registry(e) => e.class(),
-            CopyError::Manifest(_) => ErrorClass::Unsupported,
+            CopyError::Manifest(_) | CopyError::Platforms(_) => ErrorClass::Unsupported,
             CopyError::ImmutableTag { .. } => ErrorClass::ImmutableTag,
             CopyError::MissingChild(_) => ErrorClass::NotFound,
         }

@@ -15,6 +15,7 @@ mod scan;
 pub use scan::{DstRepo, DstTags, Scanner, SourceTags, REFRESH_SKIP};
 
 use crate::config::RepoSync;
+use crate::copy::platforms::select;
 use crate::copy::{decide, lacks_referrers, Decision};
 use crate::digest::Digest;
 pub use crate::job::RepoPlan;
@@ -61,6 +62,14 @@ pub enum Planned {
     Recent(CopyJob),
     /// The tag could not be resolved.
     Failed(CopyJob, JobError),
+}
+
+/// The error of a tag whose image vanished from the source while it was being planned.
+fn gone(job: &CopyJob) -> JobError {
+    JobError::new(
+        ErrorClass::NotFound,
+        format!("{} was removed while planning", job.source_ref()),
+    )
 }
 
 /// Where planned jobs go: the fleet's ledger and queue, or the in-process queue of `sync`.
@@ -273,8 +282,33 @@ impl PlanContext<'_> {
             Ok(d) => d,
             Err(e) => return Planned::Failed(job, e.into()),
         };
-        if decide(&digest, existing.as_ref(), dest.immutable) == Decision::UpToDate
-            && !self.lacks_referrers(repo, src, &digest, schema).await
+        // With a platform list the destination holds the index rewritten from the source's:
+        // its digest, computed from the source manifest, is what the tag must hold.
+        let (target, manifest) = match &repo.platforms {
+            None => (digest.clone(), manifest),
+            Some(list) => {
+                let m = match manifest {
+                    Some(m) => m,
+                    None => match src.get_manifest(&job.source_repo, digest.as_str()).await {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            let e = gone(&job);
+                            return Planned::Failed(job, e);
+                        }
+                        Err(e) => return Planned::Failed(job, e.into()),
+                    },
+                };
+                match select(&m, list) {
+                    Ok(pushed) => (pushed.digest, Some(m)),
+                    // The runner says why (none of the platforms), as the job's outcome.
+                    Err(_) => return planned(job, existing, Some(m)),
+                }
+            }
+        };
+        // A rewritten index's own referrers are not copied (they name the source's digest).
+        let checks_referrers = target == digest;
+        if decide(&target, existing.as_ref(), dest.immutable) == Decision::UpToDate
+            && !(checks_referrers && self.lacks_referrers(repo, src, &digest, schema).await)
         {
             return Planned::UpToDate(job);
         }
@@ -319,12 +353,7 @@ impl PlanContext<'_> {
         if let Some(d) = &job.source_digest {
             return Ok((d.clone(), None));
         }
-        let gone = || {
-            JobError::new(
-                ErrorClass::NotFound,
-                format!("{} was removed while planning", job.source_ref()),
-            )
-        };
+        let gone = || gone(job);
         match self.resolve {
             Resolve::Head => {
                 let d = src.head_manifest(&job.source_repo, &job.tag).await?;
