@@ -41,22 +41,24 @@ impl MotoProcess {
             "{} is missing: run scripts/test.sh (it creates the virtualenv with moto[server])",
             bin.display()
         );
-        let port = crate::free_port();
         let python = bin.with_file_name("python");
-        let child = Command::new(&python)
-            .args([
-                "-c",
-                MOTO_STRICT,
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+        let (child, port) = crate::spawn_listening("moto", 60, |port| {
+            Command::new(&python)
+                .args([
+                    "-c",
+                    MOTO_STRICT,
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server")
+        })
+        .await;
         let m = MotoProcess { port, child };
         crate::wait_until_up(&m.endpoint(), 60, &reqwest::Client::new()).await;
         m

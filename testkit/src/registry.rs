@@ -69,18 +69,36 @@ impl RegistryProcess {
     /// Starts a registry and waits until it answers.
     pub async fn start(opts: RegistryOpts) -> RegistryProcess {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = crate::free_port();
+        let (child, port) = crate::spawn_listening("docker-registry", 20, |port| {
+            Self::spawn(dir.path(), &opts, port)
+        })
+        .await;
+        let reg = RegistryProcess {
+            port,
+            child,
+            dir,
+            tls: opts.tls,
+        };
+        let client = reg.client();
+        crate::wait_until_up(&format!("{}/v2/", reg.url()), 20, &client).await;
+        reg
+    }
+
+    /// Writes the config for `port` into `dir` and starts `docker-registry serve` on it.
+    fn spawn(dir: &Path, opts: &RegistryOpts, port: u16) -> std::process::Child {
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: ecr-sync-test\n",
             !opts.access_log,
-            dir.path().join("data").display()
+            dir.join("data").display()
         );
+        if opts.tls && !dir.join("server.pem").exists() {
+            make_certs(dir);
+        }
         if opts.tls {
-            make_certs(dir.path());
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
-                dir.path().join("server.pem").display(),
-                dir.path().join("server.key").display()
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
             ));
         }
         if let Some((user, pass)) = &opts.htpasswd {
@@ -89,10 +107,10 @@ impl RegistryProcess {
                 .output()
                 .expect("htpasswd (apache2-utils) is installed");
             assert!(out.status.success());
-            std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+            std::fs::write(dir.join("htpasswd"), out.stdout).unwrap();
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: ecr-sync-test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
+                dir.join("htpasswd").display()
             ));
         }
         if let Some(t) = &opts.token {
@@ -104,24 +122,15 @@ impl RegistryProcess {
                 t.cert_file.display()
             ));
         }
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
-        let child = Command::new("docker-registry")
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("access.log")).unwrap();
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(dir.path().join("config.yml"))
+            .arg(dir.join("config.yml"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        let reg = RegistryProcess {
-            port,
-            child,
-            dir,
-            tls: opts.tls,
-        };
-        let client = reg.client();
-        crate::wait_until_up(&format!("{}/v2/", reg.url()), 20, &client).await;
-        reg
+            .expect("docker-registry is installed (apt-get install docker-registry)")
     }
 
     /// `127.0.0.1:PORT`.
