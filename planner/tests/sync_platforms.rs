@@ -162,6 +162,16 @@ async fn only_the_listed_platforms_are_copied_into_ecr_and_a_warm_run_copies_not
         .await
         .unwrap();
     assert_eq!(arm64.status(), 404, "arm64 left out");
+    // Which is why the index is rewritten: the source's own index, naming arm64, is refused
+    // (ECR: ReferencedImagesNotFoundException; its storage here: MANIFEST_BLOB_UNKNOWN).
+    let sparse = Seeder::new(
+        reqwest::Client::new(),
+        &ecr.url(),
+        Some(("AWS".into(), ecr.password())),
+    )
+    .manifest("team/app", "sparse", OCI_INDEX, multi.bytes.clone())
+    .await;
+    assert!(sparse.is_err(), "a sparse index was accepted");
     // A single-platform image and a fully wanted index keep their digests.
     assert_eq!(ecr.digest("team/app", "single").await, Some(single.digest));
     let (digest, children) = at_ecr(&ecr, "team/full", "multi").await;
