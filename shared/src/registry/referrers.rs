@@ -96,6 +96,12 @@ pub fn is_schema_tag(tag: &str) -> bool {
     })
 }
 
+/// Whether an answer to a referrers API request means the registry has no such API.
+fn api_absent(kind: &ErrorKind) -> bool {
+    matches!(kind, ErrorKind::NotFound { .. })
+        || matches!(kind, ErrorKind::Status { status, .. } if [400, 405, 406, 415, 501].contains(status))
+}
+
 /// The referrer descriptors of an OCI index's `manifests`.
 fn entries(index: &[u8], what: &str) -> Result<Vec<Referrer>, String> {
     let index: Value =
@@ -127,12 +133,7 @@ impl Registry {
         let mut url = self.url(&format!("/v2/{repo}/referrers/{subject}"));
         let mut found = Vec::new();
         loop {
-            let Some(resp) = self
-                .send_opt(op, &url, &pull_scope(repo), |c| {
-                    c.get(&url).header(ACCEPT, OCI_INDEX)
-                })
-                .await?
-            else {
+            let Some(resp) = self.send_api(op, &url, repo).await? else {
                 if found.is_empty() {
                     self.no_referrers_api
                         .lock()
@@ -174,11 +175,7 @@ impl Registry {
         }
         let probe = Digest::of(b"");
         let url = self.url(&format!("/v2/{repo}/referrers/{probe}"));
-        let answer = self
-            .send_opt("GET referrers", &url, &pull_scope(repo), |c| {
-                c.get(&url).header(ACCEPT, OCI_INDEX)
-            })
-            .await?;
+        let answer = self.send_api("GET referrers", &url, repo).await?;
         if answer.is_none() {
             self.no_referrers_api
                 .lock()
@@ -186,6 +183,28 @@ impl Registry {
                 .insert(repo.to_string());
         }
         Ok(answer.is_some())
+    }
+
+    /// A referrers API request: `None` when the answer says the registry has no such API —
+    /// 404, as the spec has it, or the 400, 405, 406, 415 or 501 that registries predating it
+    /// give an unknown route — so the caller falls back to the tag schema instead of failing
+    /// the copy of an image over its referrers.
+    async fn send_api(
+        &self,
+        op: &'static str,
+        url: &str,
+        repo: &str,
+    ) -> Result<Option<reqwest::Response>, RegistryError> {
+        let sent = self
+            .send(op, url, &pull_scope(repo), |c| {
+                c.get(url).header(ACCEPT, OCI_INDEX)
+            })
+            .await;
+        match sent {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if api_absent(&e.kind) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The referrers the tag-schema index of `subject` lists (none when the tag is absent).
@@ -239,6 +258,33 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registries_without_the_api_are_told_by_404_or_an_unknown_route_answer() {
+        let status = |status| ErrorKind::Status {
+            status,
+            code: None,
+            message: None,
+            retry_after: None,
+        };
+        let not_found = ErrorKind::NotFound {
+            code: None,
+            message: None,
+        };
+        assert!(api_absent(&not_found));
+        for s in [400, 405, 406, 415, 501] {
+            assert!(api_absent(&status(s)), "{s}");
+        }
+        for s in [429, 500, 502, 503] {
+            assert!(!api_absent(&status(s)), "{s} is a failure, not an answer");
+        }
+        let denied = ErrorKind::Unauthorized {
+            status: 403,
+            code: None,
+            message: None,
+        };
+        assert!(!api_absent(&denied));
+    }
 
     #[test]
     fn the_schema_tag_replaces_the_algorithm_separator() {
