@@ -4,7 +4,7 @@
 //! typed [`JobOutcome`]. Claiming, recording and acknowledging the job are the caller's (the in-process
 //! runners of `sync`, the fleet worker).
 
-use crate::config::{Config, Platform};
+use crate::config::{Config, RepoSync};
 use crate::copy::platforms::select;
 use crate::copy::{decide, BlobMover, CopyError, Decision, ImageCopy, ReferrerCopy, ReferrerCount};
 use crate::digest::Digest;
@@ -32,11 +32,9 @@ pub struct Engine {
     retry: RetryPolicy,
     movers: Mutex<HashMap<String, Arc<BlobMover>>>,
     bytes: Arc<AtomicU64>,
-    /// Destination repository → the artifact types of referrers to copy with its images
-    /// (empty: all), for the repositories whose referrers are copied.
-    referrers: HashMap<String, Vec<String>>,
-    /// Destination repository → the platforms copied of its multi-arch images, where not all.
-    platforms: HashMap<String, Vec<Platform>>,
+    /// Destination repository → its entry in `config.repos` (destinations are unique), for
+    /// the entry's referrer and platform settings.
+    mappings: HashMap<String, usize>,
 }
 
 impl Engine {
@@ -49,21 +47,15 @@ impl Engine {
         bytes: Arc<AtomicU64>,
         budgets: Arc<Budgets>,
     ) -> Engine {
-        let referrers = config
+        let mappings = config
             .repos
             .iter()
-            .filter(|r| r.referrers.enabled)
-            .map(|r| (r.destination.clone(), r.referrers.artifact_types.clone()))
-            .collect();
-        let platforms = config
-            .repos
-            .iter()
-            .filter_map(|r| Some((r.destination.clone(), r.platforms.clone()?)))
+            .enumerate()
+            .map(|(i, r)| (r.destination.clone(), i))
             .collect();
         Engine {
-            platforms,
             registries: Registries::new(&config, retry.clone(), aws, budgets),
-            referrers,
+            mappings,
             config,
             retry,
             movers: Mutex::new(HashMap::new()),
@@ -125,7 +117,7 @@ impl Engine {
         // index rewritten to name only those platforms — read first then, as the comparison
         // needs its digest.
         let mut pushed = None;
-        let target = match self.platforms.get(dst_repo) {
+        let target = match self.mapping(dst_repo).and_then(|r| r.platforms.as_ref()) {
             None => digest.clone(),
             Some(list) => {
                 let m = select(&self.source_manifest(planned, &src, digest).await?, list)?;
@@ -246,6 +238,11 @@ impl Engine {
         })
     }
 
+    /// The config entry copying into destination repository `dst_repo`.
+    fn mapping(&self, dst_repo: &str) -> Option<&RepoSync> {
+        self.mappings.get(dst_repo).map(|&i| &self.config.repos[i])
+    }
+
     /// The source manifest of the job: read by planning, or now.
     async fn source_manifest(
         &self,
@@ -280,7 +277,11 @@ impl Engine {
         subjects: &[Digest],
     ) -> Result<ReferrerCount, JobError> {
         let job = &planned.job;
-        let Some(artifact_types) = self.referrers.get(&job.destination_repo) else {
+        let Some(settings) = self
+            .mapping(&job.destination_repo)
+            .map(|r| &r.referrers)
+            .filter(|r| r.enabled)
+        else {
             return Ok(ReferrerCount::default());
         };
         let mover = self.mover(&job.destination_registry);
@@ -294,7 +295,7 @@ impl Engine {
         };
         let copy = ReferrerCopy {
             image: &image,
-            artifact_types,
+            artifact_types: &settings.artifact_types,
             source_schema_tags: planned.source_schema_tags.as_deref(),
         };
         let mut total = ReferrerCount::default();
