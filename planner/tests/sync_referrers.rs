@@ -7,49 +7,14 @@
 mod common;
 use common::*;
 use ecr::{EcrRules, LocalEcr};
-use ecr_sync_testkit::artifacts::{Listing, COSIGN_SIGNATURE, SIGSTORE_BUNDLE, SPDX_SBOM};
+use ecr_sync_testkit::artifacts::{sorted_digests, Listing, Signed, COSIGN_SIGNATURE};
 use seed::{Pushed, Seeder};
 use serde_json::{json, Value};
 
 const ACCOUNT: &str = "123456789012";
 
-/// An image with a signature, an SBOM and a signature on the SBOM.
-struct Signed {
-    image: Pushed,
-    signature: Pushed,
-    sbom: Pushed,
-    sbom_signature: Pushed,
-}
-
 async fn signed(s: &Seeder, repo: &str, tag: &str, seed: u64, listing: Listing) -> Signed {
-    let image = s
-        .image(
-            repo,
-            Some(tag),
-            vec![seed::noise(seed, 3000)],
-            &[],
-            ("linux", "amd64"),
-        )
-        .await
-        .unwrap();
-    let signature = s
-        .referrer(repo, &image, COSIGN_SIGNATURE, seed + 1, listing)
-        .await
-        .unwrap();
-    let sbom = s
-        .referrer(repo, &image, SPDX_SBOM, seed + 2, listing)
-        .await
-        .unwrap();
-    let sbom_signature = s
-        .referrer(repo, &sbom, SIGSTORE_BUNDLE, seed + 3, listing)
-        .await
-        .unwrap();
-    Signed {
-        image,
-        signature,
-        sbom,
-        sbom_signature,
-    }
+    s.signed_image(repo, tag, seed, listing).await.unwrap()
 }
 
 async fn plain_image(s: &Seeder, repo: &str, tag: &str, seed: u64) -> Pushed {
@@ -64,24 +29,12 @@ async fn plain_image(s: &Seeder, repo: &str, tag: &str, seed: u64) -> Pushed {
     .unwrap()
 }
 
-fn sorted(pushed: &[&Pushed]) -> Vec<String> {
-    let mut d: Vec<String> = pushed.iter().map(|p| p.digest.clone()).collect();
-    d.sort();
-    d
-}
-
 /// The digests a tag-schema index at `reg` lists for `subject`.
 async fn schema_listed(reg: &RegistryProcess, repo: &str, subject: &Pushed) -> Vec<String> {
-    let s = Seeder::new(reqwest::Client::new(), &reg.url(), None);
-    let mut d: Vec<String> = s
-        .schema_index(repo, &subject.digest)
+    Seeder::new(reqwest::Client::new(), &reg.url(), None)
+        .schema_digests(repo, &subject.digest)
         .await
         .unwrap()
-        .iter()
-        .map(|e| e["digest"].as_str().unwrap().to_string())
-        .collect();
-    d.sort();
-    d
 }
 
 /// The digests the local ECR's referrers API lists for `subject`.
@@ -193,19 +146,19 @@ async fn referrers_follow_images_through_the_tag_schema_and_a_warm_run_copies_a_
 
     assert_eq!(
         schema_listed(&dst, "team/app", &app.image).await,
-        sorted(&[&app.signature, &app.sbom])
+        sorted_digests(&[&app.signature, &app.sbom])
     );
     assert_eq!(
         schema_listed(&dst, "team/app", &app.sbom).await,
-        sorted(&[&app.sbom_signature])
+        sorted_digests(&[&app.sbom_signature])
     );
     assert_eq!(
         schema_listed(&dst, "team/app", &children[0]).await,
-        sorted(&[&child_signature])
+        sorted_digests(&[&child_signature])
     );
     assert_eq!(
         schema_listed(&dst, "team/picky", &picky.image).await,
-        sorted(&[&picky.signature])
+        sorted_digests(&[&picky.signature])
     );
     assert_eq!(
         tags(&dst, "team/app").await.len(),
@@ -230,7 +183,7 @@ async fn referrers_follow_images_through_the_tag_schema_and_a_warm_run_copies_a_
     // children), not as referrers of the image.
     assert_eq!(
         schema_listed(&dst, "team/off", &off.image).await,
-        sorted(&[&off.signature, &off.sbom])
+        sorted_digests(&[&off.signature, &off.sbom])
     );
 
     // Warm: nothing to copy, and no blob read; the referrer check costs one GET of each
@@ -270,7 +223,10 @@ async fn referrers_follow_images_through_the_tag_schema_and_a_warm_run_copies_a_
             .contains("1 referrers copied"),
         "{v2_job}"
     );
-    assert_eq!(schema_listed(&dst, "team/app", &v2).await, sorted(&[&late]));
+    assert_eq!(
+        schema_listed(&dst, "team/app", &v2).await,
+        sorted_digests(&[&late])
+    );
     // The signature's two blobs (empty config, payload), not the image's layer.
     assert!(requests(&again, "blob_requests", &src.host()) <= 2);
 }
@@ -306,11 +262,11 @@ async fn referrers_go_into_an_ecr_destination_through_its_api_and_come_back_out_
     // written (an immutable repository would refuse to rewrite one).
     assert_eq!(
         api_listed(&ecr, "team/app", &app.image).await,
-        sorted(&[&app.signature, &app.sbom])
+        sorted_digests(&[&app.signature, &app.sbom])
     );
     assert_eq!(
         api_listed(&ecr, "team/app", &app.sbom).await,
-        sorted(&[&app.sbom_signature])
+        sorted_digests(&[&app.sbom_signature])
     );
     assert_eq!(
         ecr.digest("team/app", "v1").await,
@@ -339,7 +295,7 @@ async fn referrers_go_into_an_ecr_destination_through_its_api_and_come_back_out_
     );
     assert_eq!(
         schema_listed(&back, "team/app", &app.image).await,
-        sorted(&[&app.signature, &app.sbom])
+        sorted_digests(&[&app.signature, &app.sbom])
     );
     for p in [&app.signature, &app.sbom, &app.sbom_signature] {
         assert_eq!(skopeo_raw(&back.host(), "team/app", &p.digest), p.bytes);

@@ -7,11 +7,11 @@ use ecr_sync::copy::{BlobMover, ImageCopy, ReferrerCopy, ReferrerCount};
 use ecr_sync::digest::Digest;
 use ecr_sync::registry::{Credentials, Listing, Registry, RegistryOptions};
 use ecr_sync::retry::RetryPolicy;
-use ecr_sync_testkit::artifacts::{self, COSIGN_SIGNATURE, SIGSTORE_BUNDLE, SPDX_SBOM};
+use ecr_sync_testkit::artifacts::{self, sorted_digests, Signed, COSIGN_SIGNATURE, SPDX_SBOM};
 use ecr_sync_testkit::ecr::{EcrRules, LocalEcr};
 use ecr_sync_testkit::moto::MotoProcess;
 use ecr_sync_testkit::registry::{RegistryOpts, RegistryProcess};
-use ecr_sync_testkit::seed::{self, Pushed, Seeder};
+use ecr_sync_testkit::seed::{Pushed, Seeder};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
@@ -63,44 +63,12 @@ fn client(host: &str, url: &str, credentials: Credentials) -> Registry {
     .unwrap()
 }
 
-/// An image at the source with a signature, an SBOM, and a signature on the SBOM.
-struct Signed {
-    image: Pushed,
-    signature: Pushed,
-    sbom: Pushed,
-    sbom_signature: Pushed,
-}
-
+/// `app:v1` at the source with a signature, an SBOM, and a signature on the SBOM.
 async fn signed_image(src: &Side) -> Signed {
-    let s = &src.seeder;
-    let image = s
-        .image(
-            "app",
-            Some("v1"),
-            vec![seed::noise(1, 3000)],
-            &[],
-            ("linux", "amd64"),
-        )
+    src.seeder
+        .signed_image("app", "v1", 10, src.listing)
         .await
-        .unwrap();
-    let signature = s
-        .referrer("app", &image, COSIGN_SIGNATURE, 11, src.listing)
-        .await
-        .unwrap();
-    let sbom = s
-        .referrer("app", &image, SPDX_SBOM, 12, src.listing)
-        .await
-        .unwrap();
-    let sbom_signature = s
-        .referrer("app", &sbom, SIGSTORE_BUNDLE, 13, src.listing)
-        .await
-        .unwrap();
-    Signed {
-        image,
-        signature,
-        sbom,
-        sbom_signature,
-    }
+        .unwrap()
 }
 
 /// Copies `app:v1` and its referrers (of `types`; all when empty), as a job would.
@@ -152,12 +120,6 @@ async fn listed(side: &Side, subject: &Pushed) -> (bool, Vec<String>) {
     (matches!(listing, Listing::Api(_)), digests)
 }
 
-fn sorted(pushed: &[&Pushed]) -> Vec<String> {
-    let mut d: Vec<String> = pushed.iter().map(|p| p.digest.clone()).collect();
-    d.sort();
-    d
-}
-
 /// Every referrer is at the destination by digest, byte for byte.
 async fn same_bytes(dst: &Side, pushed: &[&Pushed]) {
     for p in pushed {
@@ -182,7 +144,7 @@ async fn without_a_referrers_api_referrers_travel_through_the_tag_schema_both_wa
     // docker-registry 2.8 has no referrers API: the client falls back to the tag schema.
     let (api, at_src) = listed(&src, &s.image).await;
     assert!(!api);
-    assert_eq!(at_src, sorted(&[&s.signature, &s.sbom]));
+    assert_eq!(at_src, sorted_digests(&[&s.signature, &s.sbom]));
 
     let count = copy(&src, &dst, &s.image, &[]).await;
     assert_eq!((count.copied, count.present, count.skipped), (3, 0, 0));
@@ -190,7 +152,7 @@ async fn without_a_referrers_api_referrers_travel_through_the_tag_schema_both_wa
     assert_eq!(listed(&dst, &s.image).await, (false, at_src));
     assert_eq!(
         listed(&dst, &s.sbom).await,
-        (false, sorted(&[&s.sbom_signature]))
+        (false, sorted_digests(&[&s.sbom_signature]))
     );
     same_bytes(&dst, &[&s.signature, &s.sbom, &s.sbom_signature]).await;
     // The destination's index says what the source's said about each referrer.
@@ -231,7 +193,7 @@ async fn without_a_referrers_api_referrers_travel_through_the_tag_schema_both_wa
     assert_eq!((count.copied, count.present), (1, 3));
     assert_eq!(
         listed(&dst, &s.image).await.1,
-        sorted(&[&s.signature, &s.sbom, &late])
+        sorted_digests(&[&s.signature, &s.sbom, &late])
     );
 }
 
@@ -245,15 +207,21 @@ async fn an_artifact_type_filter_picks_the_images_referrers_and_keeps_what_vouch
     let s = signed_image(&src).await;
     let count = copy(&src, &dst, &s.image, &[COSIGN_SIGNATURE.to_string()]).await;
     assert_eq!(count.copied, 1);
-    assert_eq!(listed(&dst, &s.image).await.1, sorted(&[&s.signature]));
+    assert_eq!(
+        listed(&dst, &s.image).await.1,
+        sorted_digests(&[&s.signature])
+    );
     // Only SBOMs, into another destination: the SBOM, and the signature on it whatever its
     // type.
     let c = RegistryProcess::start(RegistryOpts::default()).await;
     let dst = Side::plain(&c);
     let count = copy(&src, &dst, &s.image, &[SPDX_SBOM.to_string()]).await;
     assert_eq!(count.copied, 2);
-    assert_eq!(listed(&dst, &s.image).await.1, sorted(&[&s.sbom]));
-    assert_eq!(listed(&dst, &s.sbom).await.1, sorted(&[&s.sbom_signature]));
+    assert_eq!(listed(&dst, &s.image).await.1, sorted_digests(&[&s.sbom]));
+    assert_eq!(
+        listed(&dst, &s.sbom).await.1,
+        sorted_digests(&[&s.sbom_signature])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +252,7 @@ async fn between_registries_with_the_api_referrers_are_pushed_and_listed_by_it_a
     assert_eq!(listed(&dst, &s.image).await, (true, at_src));
     assert_eq!(
         listed(&dst, &s.sbom).await,
-        (true, sorted(&[&s.sbom_signature]))
+        (true, sorted_digests(&[&s.sbom_signature]))
     );
     same_bytes(&dst, &[&s.signature, &s.sbom, &s.sbom_signature]).await;
     // The destination indexed them itself: no tag-schema index was written.
@@ -313,7 +281,7 @@ async fn from_the_tag_schema_into_a_registry_with_the_api() {
     assert_eq!(count.copied, 3);
     assert_eq!(
         listed(&dst, &s.image).await,
-        (true, sorted(&[&s.signature, &s.sbom]))
+        (true, sorted_digests(&[&s.signature, &s.sbom]))
     );
     assert!(dst
         .seeder

@@ -25,7 +25,77 @@ pub enum Listing {
     TagSchema,
 }
 
+/// An image with a signature, an SBOM and a signature on the SBOM (a referrer of a referrer).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The image (`repo:tag`).
+    pub image: Pushed,
+    /// Its cosign signature.
+    pub signature: Pushed,
+    /// Its SPDX SBOM.
+    pub sbom: Pushed,
+    /// The SBOM's Sigstore bundle.
+    pub sbom_signature: Pushed,
+}
+
+/// The digests of `pushed`, sorted (as listings are compared).
+pub fn sorted_digests(pushed: &[&Pushed]) -> Vec<String> {
+    let mut d: Vec<String> = pushed.iter().map(|p| p.digest.clone()).collect();
+    d.sort();
+    d
+}
+
 impl Seeder {
+    /// Pushes `repo:tag`, a one-layer image of noise from `seed`, with a signature, an SBOM and
+    /// a signature on the SBOM (seeds `seed + 1` to `seed + 3`), listed per `listing`.
+    pub async fn signed_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: u64,
+        listing: Listing,
+    ) -> anyhow::Result<Signed> {
+        let image = self
+            .image(
+                repo,
+                Some(tag),
+                vec![noise(seed, 3000)],
+                &[],
+                ("linux", "amd64"),
+            )
+            .await?;
+        let signature = self
+            .referrer(repo, &image, COSIGN_SIGNATURE, seed + 1, listing)
+            .await?;
+        let sbom = self
+            .referrer(repo, &image, SPDX_SBOM, seed + 2, listing)
+            .await?;
+        let sbom_signature = self
+            .referrer(repo, &sbom, SIGSTORE_BUNDLE, seed + 3, listing)
+            .await?;
+        Ok(Signed {
+            image,
+            signature,
+            sbom,
+            sbom_signature,
+        })
+    }
+
+    /// The digests the tag-schema index of `subject` lists, sorted (none without the tag).
+    pub async fn schema_digests(&self, repo: &str, subject: &str) -> anyhow::Result<Vec<String>> {
+        let mut d = Vec::new();
+        for e in self.schema_index(repo, subject).await? {
+            let digest = e["digest"].as_str();
+            d.push(
+                digest
+                    .ok_or_else(|| anyhow::anyhow!("an index entry without a digest: {e}"))?
+                    .to_string(),
+            );
+        }
+        d.sort();
+        Ok(d)
+    }
+
     /// Pushes a referrer of `subject` in `repo`: `artifact_type`, a payload layer of noise
     /// from `seed`, an annotation naming the seed; listed per `listing`.
     pub async fn referrer(

@@ -467,17 +467,7 @@ async fn workers_copy_referrers_and_a_replan_sends_only_images_whose_referrers_a
     let dst = seed::Seeder::new(reqwest::Client::new(), &stack.dst.url(), None);
     let listed_at_dst = |subject: &seed::Pushed| {
         let (dst, digest) = (&dst, subject.digest.clone());
-        async move {
-            let mut d: Vec<String> = dst
-                .schema_index("team/app", &digest)
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e["digest"].as_str().unwrap().to_string())
-                .collect();
-            d.sort();
-            d
-        }
+        async move { dst.schema_digests("team/app", &digest).await.unwrap() }
     };
 
     // The source's sha256-… index is not a job: its referrers travel with v1.
