@@ -8,7 +8,8 @@
 //! a push with `OCI-Subject` (it has no referrers API), list the referrer in the destination's
 //! tag-schema index. Then the same for each referrer's own referrers (a signature on an SBOM),
 //! down to [`MAX_DEPTH`] levels. A subject without referrers costs one request (two where the
-//! source has no referrers API).
+//! source has no referrers API, none when planning's tag listing shows it has no tag-schema
+//! index: [`ReferrerCopy::source_schema_tags`]).
 //!
 //! The tag-schema index is read, extended and written back: two copies adding referrers to one
 //! subject at the same moment can lose one entry (the OCI spec's own caveat); the next copy of
